@@ -1,0 +1,1 @@
+"""Hardware abstraction: transports, instrument drivers and the bench backend (to come)."""

@@ -1,0 +1,66 @@
+"""The one interface every backend implements, and what it returns.
+
+`hil` drives training through `Backend` only; it never asks which backend it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from hil.network import Network
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what it was asked (bad circuit, instrument fault)."""
+
+
+class ConvergenceError(BackendError):
+    """No equilibrium was found: the solver did not converge."""
+
+
+@dataclass(frozen=True)
+class State:
+    """An equilibrium: node voltages (in `Network.nodes` order) and the currents into the +
+    terminal of every voltage source (in `Network.sources` order), SPICE's sign convention."""
+
+    voltages: np.ndarray
+    source_currents: np.ndarray
+    # Currents into the + terminal of each clamp's (high, low) offset source and each amplifier's
+    # VCVS: what a power computation needs.
+    clamp_currents: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    amplifier_currents: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a backend is, for the run log."""
+
+    kind: str  # "spice", "numeric", "bench"
+    description: str
+    versions: dict[str, str] = field(default_factory=dict)
+    instruments: list[dict[str, str]] = field(default_factory=list)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    network: Network
+
+    def program(self, conductances: np.ndarray) -> np.ndarray:
+        """Set every trainable conductance (signed, in S); return what was realised."""
+        ...
+
+    def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
+        """Apply one sample's inputs (and nudge currents, A into each node) and return the
+        equilibrium."""
+        ...
+
+    def safe_state(self) -> None:
+        """Outputs off, relays open; harmless in simulation."""
+        ...
+
+    def close(self) -> None: ...
+
+    def identity(self) -> Identity: ...

@@ -1,0 +1,272 @@
+"""The network description: a small, backend-neutral picture of a trainable circuit.
+
+Every backend (ngspice, the numerical twin, a bench) realises the same `Network`. Node names are
+strings; "0" is ground. Sources and amplifiers are ground-referenced, as on every circuit the
+builders make and on a bench, where SMUs share a common low terminal.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+GROUND = "0"
+_NODE = re.compile(r"[a-z0-9_]+")
+_ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class DiodeModel:
+    """Level-1 junction diode, named as in a SPICE `.model` card."""
+
+    name: str = "dclamp"
+    saturation_current: float = 1e-6  # IS, A
+    emission_coefficient: float = 2.0  # N
+    nominal_temperature: float = 27.0  # TNOM, degrees C (ngspice's default)
+
+
+@dataclass(frozen=True)
+class Conductance:
+    """A trainable two-terminal conductance between nodes `a` and `b`.
+
+    `signed_by` names a voltage source or amplifier whose sign follows the sign of this
+    conductance: the seed's trick for negative weights (a negative layer-1 weight flips its input
+    source, a negative layer-2 weight flips its amplifier's gain). None: the conductance is
+    always positive.
+    """
+
+    name: str
+    a: str
+    b: str
+    layer: int
+    signed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class VoltageSource:
+    """A ground-referenced voltage source: an input (sample value × `scale`) or a fixed bias."""
+
+    name: str
+    node: str
+    value: float = 0.0  # volts, used when input_index is None
+    input_index: int | None = None
+    scale: float = 1.0  # for duplicated inputs (x, -x)
+
+
+@dataclass(frozen=True)
+class DiodeClamp:
+    """Two antiparallel diodes to offset sources: conducts above `v_high`, below `v_low`."""
+
+    name: str
+    node: str
+    v_high: float = 0.3
+    v_low: float = -0.3
+
+
+@dataclass(frozen=True)
+class Amplifier:
+    """Bidirectional amplifier: VCVS out = gain·V(in); CCCS at `in` driven by the VCVS current.
+
+    The CCCS sinks `backward_gain`·I(E) from `node_in` (SPICE `F in 0 E backward_gain`, I(E) the
+    current into the VCVS's + terminal). Reciprocal (energy-based): backward_gain = -1/gain.
+    `backward_follows_sign`: when the amplifier's gain is flipped for a negative weight, flip the
+    backward gain too (reciprocal circuits do; the seed does not).
+    """
+
+    name: str
+    node_in: str
+    node_out: str
+    gain: float
+    backward_gain: float
+    backward_follows_sign: bool = True
+
+
+@dataclass(frozen=True)
+class Load:
+    """A fixed conductance from a node to ground."""
+
+    name: str
+    node: str
+    conductance: float
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output y = V(plus) - V(minus); `minus` None means a single-ended output."""
+
+    plus: str
+    minus: str | None = None
+
+
+@dataclass
+class Network:
+    """A circuit to train. Build one with `hil.builders`; never mutate a built network."""
+
+    name: str
+    conductances: list[Conductance]
+    sources: list[VoltageSource]
+    clamps: list[DiodeClamp] = field(default_factory=list)
+    amplifiers: list[Amplifier] = field(default_factory=list)
+    loads: list[Load] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    diode_model: DiodeModel = field(default_factory=DiodeModel)
+    temperature: float = 27.0  # circuit temperature, degrees C
+    n_inputs: int = 0
+    # +1: the nudge current is injected toward the target (EqProp). -1: the seed's wiring,
+    # which draws it out of the output and pushes y away from the target.
+    nudge_sign: float = 1.0
+    # Per-layer factor that turns the raw estimator into the gradient: the product of A² over the
+    # reciprocal amplifiers between a layer and the output. {} means 1 for every layer.
+    layer_compensation: dict[int, float] = field(default_factory=dict)
+    # Seed flaw, reproduced only in the seed-faithful circuit: conductance k is updated with the
+    # voltage drop of conductance estimator_pairing[k]. None means the identity.
+    estimator_pairing: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def nodes(self) -> list[str]:
+        """Every non-ground node, in a fixed order: the order of State.voltages."""
+        seen: dict[str, None] = {}
+        for s in self.sources:
+            seen[s.node] = None
+        for g in self.conductances:
+            seen[g.a] = None
+            seen[g.b] = None
+        for c in self.clamps:
+            seen[c.node] = None
+        for a in self.amplifiers:
+            seen[a.node_in] = None
+            seen[a.node_out] = None
+        for load in self.loads:
+            seen[load.node] = None
+        for o in self.outputs:
+            seen[o.plus] = None
+            if o.minus is not None:
+                seen[o.minus] = None
+        seen.pop(GROUND, None)
+        return list(seen)
+
+    @property
+    def edge_names(self) -> list[str]:
+        return [g.name for g in self.conductances]
+
+    @property
+    def layers(self) -> np.ndarray:
+        return np.array([g.layer for g in self.conductances], dtype=int)
+
+    @property
+    def nudge_nodes(self) -> list[str]:
+        """Nodes that can receive a nudge current: every output terminal."""
+        out: list[str] = []
+        for o in self.outputs:
+            out.append(o.plus)
+            if o.minus is not None:
+                out.append(o.minus)
+        return out
+
+    def compensation(self) -> np.ndarray:
+        """Per-edge factor from raw estimator to gradient."""
+        return np.array([self.layer_compensation.get(g.layer, 1.0) for g in self.conductances])
+
+    def pairing(self) -> np.ndarray:
+        n = len(self.conductances)
+        return np.arange(n) if self.estimator_pairing is None else np.array(self.estimator_pairing)
+
+    def source_values(self, inputs: np.ndarray) -> np.ndarray:
+        """Source voltages for one sample, before any sign flips from signed conductances."""
+        inputs = np.asarray(inputs, dtype=float)
+        if inputs.shape != (self.n_inputs,):
+            raise ValueError(
+                f"sample has {inputs.shape[0] if inputs.ndim else 0} inputs, network "
+                f"'{self.name}' takes {self.n_inputs}: check the dataset against the circuit"
+            )
+        return np.array(
+            [s.value if s.input_index is None else s.scale * inputs[s.input_index]
+             for s in self.sources]
+        )
+
+    def sign_multipliers(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(per-source, per-amplifier) multipliers ±1 from the signs of signed conductances."""
+        src = np.ones(len(self.sources))
+        amp = np.ones(len(self.amplifiers))
+        src_index = {s.name: i for i, s in enumerate(self.sources)}
+        amp_index = {a.name: i for i, a in enumerate(self.amplifiers)}
+        for g, value in zip(self.conductances, conductances, strict=True):
+            if g.signed_by is None or value >= 0:
+                continue
+            if g.signed_by in src_index:
+                src[src_index[g.signed_by]] *= -1.0
+            else:
+                amp[amp_index[g.signed_by]] *= -1.0
+        return src, amp
+
+    def amplifier_gains(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(forward, backward) gains of every amplifier for these (signed) conductances."""
+        _, amp_sign = self.sign_multipliers(conductances)
+        fwd = np.array([a.gain for a in self.amplifiers]) * amp_sign
+        bwd = np.array(
+            [a.backward_gain * (s if a.backward_follows_sign else 1.0)
+             for a, s in zip(self.amplifiers, amp_sign, strict=True)]
+        )
+        return fwd, bwd
+
+    def output_voltages(self, voltages: np.ndarray) -> np.ndarray:
+        index = {n: i for i, n in enumerate(self.nodes)}
+        y = np.array([voltages[index[o.plus]] for o in self.outputs])
+        for k, o in enumerate(self.outputs):
+            if o.minus is not None:
+                y[k] -= voltages[index[o.minus]]
+        return y
+
+    def nudge_currents(self, targets: np.ndarray, outputs: np.ndarray, beta: float) -> dict[str, float]:
+        """Currents injected at the output terminals for nudge strength `beta` (A/V).
+
+        beta·(t - y)·nudge_sign into V+, and the same drawn from V- for doubled outputs.
+        """
+        drive = self.nudge_sign * beta * (np.asarray(targets, float) - np.asarray(outputs, float))
+        currents: dict[str, float] = {}
+        for o, i in zip(self.outputs, drive, strict=True):
+            currents[o.plus] = currents.get(o.plus, 0.0) + float(i)
+            if o.minus is not None:
+                currents[o.minus] = currents.get(o.minus, 0.0) - float(i)
+        return currents
+
+    # ------------------------------------------------------------------ validation
+    def _check(self) -> None:
+        names = [x.name for x in (*self.conductances, *self.sources, *self.clamps,
+                                  *self.amplifiers, *self.loads)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"network '{self.name}': element names used twice: {dupes}")
+        driven = [s.node for s in self.sources] + [a.node_out for a in self.amplifiers]
+        clash = sorted({n for n in driven if driven.count(n) > 1 or n == GROUND})
+        if clash:
+            raise ValueError(f"network '{self.name}': nodes driven by two sources: {clash}")
+        bad = [n for n in self.nodes if not _NODE.fullmatch(n)]
+        if bad:
+            raise ValueError(f"network '{self.name}': node names must be lower-case [a-z0-9_]: {bad}")
+        for x, prefix in ((*((g, "R") for g in self.conductances), *((s, "V") for s in self.sources),
+                           *((ld, "R") for ld in self.loads))):
+            if not (x.name[:1].upper() == prefix and _ELEMENT.fullmatch(x.name)):
+                raise ValueError(f"element name {x.name!r} must start with {prefix} and use [A-Za-z0-9_]")
+        signers = {s.name for s in self.sources} | {a.name for a in self.amplifiers}
+        for g in self.conductances:
+            if g.a == g.b:
+                raise ValueError(f"conductance {g.name} connects node {g.a} to itself")
+            if g.signed_by is not None and g.signed_by not in signers:
+                raise ValueError(f"conductance {g.name} is signed by unknown element {g.signed_by}")
+        for i in range(self.n_inputs):
+            if not any(s.input_index == i for s in self.sources):
+                raise ValueError(f"network '{self.name}': input {i} drives no source")
+        if self.estimator_pairing is not None and sorted(self.estimator_pairing) != list(
+            range(len(self.conductances))
+        ):
+            raise ValueError("estimator_pairing must be a permutation of the conductances")
+        if not self.outputs:
+            raise ValueError(f"network '{self.name}' has no output")

@@ -1,0 +1,1 @@
+"""Simulated backends: ngspice (PySpice shared mode) and the numerical twin."""

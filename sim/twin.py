@@ -1,0 +1,172 @@
+"""The numerical twin: the circuit's DC equilibrium by Newton on the nodal equations.
+
+Same devices as ngspice (ideal sources, VCVS/CCCS, resistors, ngspice's level-1 diode with GMIN),
+solved to machine precision. Nodes driven by a voltage source or a VCVS are eliminated, so the
+unknowns are only the free nodes: V = T·u + c. The residual is Kirchhoff's current law at every
+free node, where the CCCS of an amplifier adds backward_gain × (current the VCVS delivers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hil.interface import ConvergenceError, Identity, State
+from hil.network import Network
+from sim.devices import DEFAULT_GMIN, DiodeAtTemperature
+
+MAX_ITERATIONS = 200
+
+
+class TwinBackend:
+    """`Backend` implemented by the numerical twin."""
+
+    def __init__(self, network: Network, gmin: float = DEFAULT_GMIN) -> None:
+        self.network = network
+        self.diode = DiodeAtTemperature.at(network.diode_model, network.temperature, gmin)
+        nodes = network.nodes
+        self._index = {n: i for i, n in enumerate(nodes)}
+        n = len(nodes)
+        idx = self._index
+        self._src_nodes = np.array([idx[s.node] for s in network.sources], dtype=int)
+        self._amp_in = np.array([idx[a.node_in] for a in network.amplifiers], dtype=int)
+        self._amp_out = np.array([idx[a.node_out] for a in network.amplifiers], dtype=int)
+        driven = set(self._src_nodes.tolist()) | set(self._amp_out.tolist())
+        if set(self._amp_in.tolist()) & set(self._amp_out.tolist()):
+            raise ValueError("the twin does not chain amplifiers output-to-input directly")
+        self._free = np.array([i for i in range(n) if i not in driven], dtype=int)
+        self._free_pos = {int(node): k for k, node in enumerate(self._free)}
+        nf = len(self._free)
+        self._edge_a = np.array([idx[g.a] for g in network.conductances], dtype=int)
+        self._edge_b = np.array([idx[g.b] for g in network.conductances], dtype=int)
+        # Clamp diodes: vd = Dv·V + dv0; the high diode conducts node → v_high, the low one
+        # v_low → node.
+        nc = len(network.clamps)
+        self._dv = np.zeros((2 * nc, n))
+        self._dv0 = np.zeros(2 * nc)
+        for k, c in enumerate(network.clamps):
+            self._dv[2 * k, idx[c.node]] = 1.0
+            self._dv0[2 * k] = -c.v_high
+            self._dv[2 * k + 1, idx[c.node]] = -1.0
+            self._dv0[2 * k + 1] = c.v_low
+        self._loads = np.zeros(n)
+        for load in network.loads:
+            self._loads[idx[load.node]] += load.conductance
+        self._n, self._nf = n, nf
+        self._g = np.zeros(len(network.conductances))
+        self._last: np.ndarray | None = None
+        self.program(np.full(len(network.conductances), 1e-3))
+
+    # ------------------------------------------------------------------ interface
+    def program(self, conductances: np.ndarray) -> np.ndarray:
+        g = np.asarray(conductances, dtype=float).copy()
+        if g.shape != self._g.shape or not np.all(np.isfinite(g)) or np.any(g == 0):
+            raise ValueError("conductances must be finite, non-zero, one per edge")
+        net = self.network
+        self._g = g
+        self._src_sign, _ = net.sign_multipliers(g)
+        self._gain, self._back = net.amplifier_gains(g)
+        n, nf = self._n, self._nf
+        gn = np.zeros((n, n))
+        mag = np.abs(g)
+        np.add.at(gn, (self._edge_a, self._edge_a), mag)
+        np.add.at(gn, (self._edge_b, self._edge_b), mag)
+        np.add.at(gn, (self._edge_a, self._edge_b), -mag)
+        np.add.at(gn, (self._edge_b, self._edge_a), -mag)
+        gn[np.diag_indices(n)] += self._loads
+        self._gn = gn
+        # V = T u + c: free nodes are u, VCVS outputs follow their input.
+        t = np.zeros((n, nf))
+        t[self._free, np.arange(nf)] = 1.0
+        for k, (i, o) in enumerate(zip(self._amp_in, self._amp_out, strict=True)):
+            if int(i) in self._free_pos:
+                t[o, self._free_pos[int(i)]] = self._gain[k]
+        self._t = t
+        # KCL rows at free nodes, with each CCCS adding backward_gain × (VCVS current).
+        m = np.zeros((nf, n))
+        m[np.arange(nf), self._free] = 1.0
+        for k, (i, o) in enumerate(zip(self._amp_in, self._amp_out, strict=True)):
+            if int(i) in self._free_pos:
+                m[self._free_pos[int(i)], o] -= self._back[k]
+        self._m = m
+        self._a = m @ gn @ t
+        self._b = m @ self._dv.T
+        self._c = self._dv @ t
+        self._last = None
+        return g
+
+    def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
+        net = self.network
+        values = net.source_values(inputs) * self._src_sign
+        n = self._n
+        c = np.zeros(n)
+        c[self._src_nodes] = values
+        for k, (i, o) in enumerate(zip(self._amp_in, self._amp_out, strict=True)):
+            if int(i) not in self._free_pos:
+                c[o] = self._gain[k] * c[i]
+        inj = np.zeros(n)
+        for node, current in (nudge_currents or {}).items():
+            inj[self._index[node]] += current
+        r0 = self._m @ (self._gn @ c - inj)
+        d0 = self._dv @ c + self._dv0
+        u = self._solve(r0, d0, warm=self._last)
+        self._last = u
+        v = self._t @ u + c
+        return self._state(v, inj)
+
+    def safe_state(self) -> None:
+        self._last = None
+
+    def close(self) -> None:
+        self._last = None
+
+    def identity(self) -> Identity:
+        return Identity(
+            kind="numeric",
+            description="numerical twin: Newton on the nodal equations, ngspice 39 device models",
+        )
+
+    # ------------------------------------------------------------------ solver
+    def _solve(self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
+        diode = self.diode
+        a, b, cmat = self._a, self._b, self._c
+        if warm is None:
+            u = np.zeros(self._nf)
+            vd_at = np.full(len(d0), diode.vcrit)  # ngspice's junction start (MODEINITJCT)
+        else:
+            u = warm.copy()
+            vd_at = cmat @ u + d0
+        previous_step = np.inf
+        for iteration in range(MAX_ITERATIONS):
+            if iteration > 0:
+                vd_at = diode.limit(cmat @ u + d0, vd_at)
+            cd, gd = diode.current(vd_at)
+            jac = a + (b * gd) @ cmat
+            rhs = -(r0 + b @ (cd + gd * (d0 - vd_at)))
+            try:
+                u_new = np.linalg.solve(jac, rhs)
+            except np.linalg.LinAlgError as exc:
+                raise ConvergenceError(
+                    "singular nodal matrix: a node has no DC path (check the circuit)"
+                ) from exc
+            step = np.max(np.abs(u_new - u)) if len(u) else 0.0
+            u = u_new
+            if not np.all(np.isfinite(u)):
+                break
+            tol = 1e-15 + 1e-13 * (np.max(np.abs(u)) if len(u) else 0.0)
+            # Done once the step is at rounding level, or stops shrinking there.
+            if step <= tol or (step < 1e-11 and step >= previous_step):
+                return u
+            previous_step = step
+        raise ConvergenceError(f"Newton did not converge in {MAX_ITERATIONS} iterations")
+
+    def _state(self, v: np.ndarray, inj: np.ndarray) -> State:
+        vd = self._dv @ v + self._dv0
+        cd, _ = self.diode.current(vd)
+        leaving = self._gn @ v + self._dv.T @ cd - inj
+        amp_current = -leaving[self._amp_out]  # into the VCVS's + terminal
+        total = leaving.copy()
+        # A CCCS sinks backward_gain × I(E) from its input node.
+        np.add.at(total, self._amp_in, self._back * amp_current)
+        src_current = -total[self._src_nodes]
+        clamp = np.column_stack([cd[0::2], -cd[1::2]]) if len(cd) else np.zeros((0, 2))
+        return State(v, src_current, clamp, amp_current)
