@@ -57,9 +57,11 @@ class DiodeAtTemperature:
 
     def limit(self, vnew: np.ndarray, vold: np.ndarray) -> np.ndarray:
         """DEVpnjlim: keep a Newton step on the exponential from overshooting."""
-        vnew = np.array(vnew, dtype=float)
+        vnew = np.asarray(vnew, dtype=float)
         vold = np.asarray(vold, dtype=float)
         vt = self.vte
+        if len(vnew) == 0 or np.max(np.abs(vnew - vold)) <= 2.0 * vt:
+            return vnew  # small steps are never limited (and never reach the floor below)
         big = (vnew > self.vcrit) & (np.abs(vnew - vold) > 2.0 * vt)
         with np.errstate(invalid="ignore", divide="ignore"):
             arg = (vnew - vold) / vt

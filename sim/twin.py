@@ -53,7 +53,9 @@ class TwinBackend:
             self._loads[idx[load.node]] += load.conductance
         self._n, self._nf = n, nf
         self._g = np.zeros(len(network.conductances))
-        self._last: np.ndarray | None = None
+        # Warm starts: the last equilibrium per sample's inputs. Weights change little between
+        # visits, so Newton starts a few steps from the answer.
+        self._warm: dict[bytes, np.ndarray] = {}
         self.program(np.full(len(network.conductances), 1e-3))
 
     # ------------------------------------------------------------------ interface
@@ -91,7 +93,6 @@ class TwinBackend:
         self._a = m @ gn @ t
         self._b = m @ self._dv.T
         self._c = self._dv @ t
-        self._last = None
         return g
 
     def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
@@ -108,16 +109,20 @@ class TwinBackend:
             inj[self._index[node]] += current
         r0 = self._m @ (self._gn @ c - inj)
         d0 = self._dv @ c + self._dv0
-        u = self._solve(r0, d0, warm=self._last)
-        self._last = u
+        key = np.asarray(inputs, dtype=float).tobytes()
+        u = self._solve(r0, d0, warm=self._warm.get(key))
+        if not nudge_currents:
+            if len(self._warm) > 4096:
+                self._warm.clear()
+            self._warm[key] = u
         v = self._t @ u + c
         return self._state(v, inj)
 
     def safe_state(self) -> None:
-        self._last = None
+        self._warm.clear()
 
     def close(self) -> None:
-        self._last = None
+        self._warm.clear()
 
     def identity(self) -> Identity:
         return Identity(

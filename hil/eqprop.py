@@ -1,0 +1,183 @@
+"""Equilibrium Propagation through the backend interface: phases, estimators, finite differences.
+
+Every estimator returns the *raw* formula per conductance, with respect to |g| (the physical
+conductance); `compensated` turns it into the gradient the trainer applies (per-layer factor).
+
+- VDM, positive nudge:   raw = s·(ΔV_β² − ΔV_0²) / (2β)
+- VDM, centered:         raw = s·(ΔV_+β² − ΔV_−β²) / (4β)
+- PCM (the seed's power computation, a biased baseline):
+                         raw = −s·(D_nudged − D_free) / (2β),  D = (P(|g_k|·(1+ε)) − P) / (ε·|g_k|)
+with s = the network's nudge sign (+1 toward the target; −1 for the seed's reversed wiring) and
+P the power absorbed by every element but the independent sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hil.interface import Backend, State
+from hil.network import Network
+
+METHODS = ("vdm", "vdm-centered", "pcm")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One sample's estimate: the free phase it started from and the raw formula per edge."""
+
+    free: State
+    outputs: np.ndarray
+    loss: float  # ½·Σ(t − y)²
+    raw: np.ndarray
+
+
+def outputs(network: Network, state: State) -> np.ndarray:
+    return network.output_voltages(state.voltages)
+
+
+def loss(targets: np.ndarray, y: np.ndarray) -> float:
+    return 0.5 * float(np.sum((np.asarray(targets) - y) ** 2))
+
+
+def drops(network: Network, state: State) -> np.ndarray:
+    """Voltage across every conductance, V(a) − V(b)."""
+    index = {n: i for i, n in enumerate(network.nodes)}
+    a = np.array([index[g.a] for g in network.conductances])
+    b = np.array([index[g.b] for g in network.conductances])
+    return state.voltages[a] - state.voltages[b]
+
+
+def absorbed_power(network: Network, state: State, conductances: np.ndarray) -> float:
+    """Power absorbed by resistors, clamp diodes and amplifiers (independent sources excluded),
+    as the seed's PCM computes it: from branch currents and node voltages, with its pairing of
+    conductances and drops."""
+    index = {n: i for i, n in enumerate(network.nodes)}
+    v = state.voltages
+    resistors = float(np.sum(np.abs(conductances) * drops(network, state)[network.pairing()] ** 2))
+    diodes = 0.0
+    for c, (i_high, i_low) in zip(network.clamps, state.clamp_currents, strict=True):
+        vn = v[index[c.node]]
+        diodes += i_high * (vn - c.v_high) + i_low * (vn - c.v_low)
+    _, back = network.amplifier_gains(conductances)
+    amps = 0.0
+    for a, f, i_e in zip(network.amplifiers, back, state.amplifier_currents, strict=True):
+        amps += v[index[a.node_out]] * i_e + v[index[a.node_in]] * f * i_e
+    return resistors + float(diodes) + amps
+
+
+def nudged(backend: Backend, inputs: np.ndarray, targets: np.ndarray, y: np.ndarray, beta: float) -> State:
+    return backend.settle(inputs, backend.network.nudge_currents(targets, y, beta))
+
+
+def measure(
+    backend: Backend,
+    conductances: np.ndarray,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    method: str,
+    beta: float,
+    pcm_perturbation: float = 0.01,
+) -> Measurement:
+    """Free phase, nudged phase(s) and the raw estimate for one sample at `conductances`
+    (already programmed into the backend)."""
+    net = backend.network
+    s = net.nudge_sign
+    free = backend.settle(inputs)
+    y = outputs(net, free)
+    pair = net.pairing()
+    if method == "vdm":
+        plus = nudged(backend, inputs, targets, y, beta)
+        raw = s * (drops(net, plus) ** 2 - drops(net, free) ** 2)[pair] / (2 * beta)
+    elif method == "vdm-centered":
+        plus = nudged(backend, inputs, targets, y, beta)
+        minus = nudged(backend, inputs, targets, y, -beta)
+        raw = s * (drops(net, plus) ** 2 - drops(net, minus) ** 2)[pair] / (4 * beta)
+    elif method == "pcm":
+        raw = _pcm(backend, conductances, inputs, targets, free, y, beta, pcm_perturbation)
+    else:
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    return Measurement(free, y, loss(targets, y), raw)
+
+
+def _pcm(
+    backend: Backend,
+    g: np.ndarray,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    free: State,
+    y: np.ndarray,
+    beta: float,
+    eps: float,
+) -> np.ndarray:
+    net = backend.network
+    p_free = absorbed_power(net, free, g)
+    p_nudged = absorbed_power(net, nudged(backend, inputs, targets, y, beta), g)
+    d_free = np.zeros(len(g))
+    d_nudged = np.zeros(len(g))
+    for k in range(len(g)):
+        gk = g.copy()
+        gk[k] = g[k] * (1.0 + eps)  # |g_k| grows by eps, its sign is kept
+        backend.program(gk)
+        f = backend.settle(inputs)
+        n = nudged(backend, inputs, targets, outputs(net, f), beta)
+        step = eps * abs(g[k])
+        d_free[k] = (absorbed_power(net, f, gk) - p_free) / step
+        d_nudged[k] = (absorbed_power(net, n, gk) - p_nudged) / step
+    backend.program(g)
+    return -net.nudge_sign * (d_nudged - d_free) / (2 * beta)
+
+
+def compensated(network: Network, raw: np.ndarray) -> np.ndarray:
+    """The gradient estimate the trainer applies: raw × the per-layer compensation."""
+    return raw * network.compensation()
+
+
+def loss_at(backend: Backend, conductances: np.ndarray, inputs: np.ndarray, targets: np.ndarray) -> float:
+    backend.program(conductances)
+    return loss(targets, outputs(backend.network, backend.settle(inputs)))
+
+
+def finite_difference(
+    backend: Backend,
+    conductances: np.ndarray,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    relative_step: float = 1e-5,
+) -> np.ndarray:
+    """∂L/∂|g_k| by central differences through the same backend."""
+    g = np.asarray(conductances, dtype=float)
+    grad = np.zeros(len(g))
+    for k in range(len(g)):
+        h = relative_step * abs(g[k])
+        up, down = g.copy(), g.copy()
+        up[k] = np.sign(g[k]) * (abs(g[k]) + h)
+        down[k] = np.sign(g[k]) * (abs(g[k]) - h)
+        grad[k] = (loss_at(backend, up, inputs, targets) - loss_at(backend, down, inputs, targets)) / (2 * h)
+    backend.program(g)
+    return grad
+
+
+def clip_conductances(g: np.ndarray, signed: np.ndarray, g_min: float, g_max: float) -> np.ndarray:
+    """|g| into [g_min, g_max]; a signed edge keeps its (possibly new) sign, others stay positive."""
+    sign = np.where(signed, np.where(g < 0, -1.0, 1.0), 1.0)
+    magnitude = np.where(signed, np.abs(g), g)
+    return sign * np.clip(magnitude, g_min, g_max)
+
+
+def apply_update(
+    network: Network,
+    g: np.ndarray,
+    estimate: np.ndarray,
+    learning_rates: np.ndarray,
+    g_min: float,
+    g_max: float,
+) -> np.ndarray:
+    """g ← clip(g − η_layer·∂L/∂g). `estimate` is with respect to |g|; ∂L/∂g = sign(g)·estimate."""
+    signed = np.array([c.signed_by is not None for c in network.conductances])
+    return clip_conductances(g - learning_rates * np.sign(g) * estimate, signed, g_min, g_max)
+
+
+Progress = Callable[[int], None]
