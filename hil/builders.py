@@ -64,13 +64,13 @@ def _xor_topology(amplifier_gain: float, reciprocal: bool) -> dict:
     )
 
 
-def seed_xor(amplifier_gain: float = 4.0) -> Network:
+def seed_xor(amplifier_gain: float = 4.0, pairing: bool = True) -> Network:
     """The seed circuit as its code builds it: CCCS gain +1/A never flipped, nudge drawn out of
-    the output, no compensation, and its drop/conductance pairing."""
+    the output, no compensation, and (unless `pairing` is False) its drop/conductance pairing."""
     return Network(
         name="seed-xor",
         nudge_sign=-1.0,
-        estimator_pairing=SEED_PAIRING,
+        estimator_pairing=SEED_PAIRING if pairing else None,
         **_xor_topology(amplifier_gain, reciprocal=False),
     )
 

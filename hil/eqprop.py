@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hil.interface import Backend, State
+from hil.interface import Backend, BackendError, State
 from hil.network import Network
 
 METHODS = ("vdm", "vdm-centered", "pcm")
@@ -68,8 +68,17 @@ def absorbed_power(network: Network, state: State, conductances: np.ndarray) -> 
     return resistors + float(diodes) + amps
 
 
+def settle(backend: Backend, inputs: np.ndarray, nudges: dict[str, float] | None, phase: str) -> State:
+    """One phase; a failure says which phase it was."""
+    try:
+        return backend.settle(inputs, nudges)
+    except BackendError as exc:
+        raise type(exc)(f"{phase} phase: {exc}") from exc
+
+
 def nudged(backend: Backend, inputs: np.ndarray, targets: np.ndarray, y: np.ndarray, beta: float) -> State:
-    return backend.settle(inputs, backend.network.nudge_currents(targets, y, beta))
+    nudges = backend.network.nudge_currents(targets, y, beta)
+    return settle(backend, inputs, nudges, f"nudged (beta {beta:+g} A/V)")
 
 
 def measure(
@@ -85,7 +94,7 @@ def measure(
     (already programmed into the backend)."""
     net = backend.network
     s = net.nudge_sign
-    free = backend.settle(inputs)
+    free = settle(backend, inputs, None, "free")
     y = outputs(net, free)
     pair = net.pairing()
     if method == "vdm":
@@ -121,7 +130,7 @@ def _pcm(
         gk = g.copy()
         gk[k] = g[k] * (1.0 + eps)  # |g_k| grows by eps, its sign is kept
         backend.program(gk)
-        f = backend.settle(inputs)
+        f = settle(backend, inputs, None, f"free (|{net.conductances[k].name}| + {eps:g})")
         n = nudged(backend, inputs, targets, outputs(net, f), beta)
         step = eps * abs(g[k])
         d_free[k] = (absorbed_power(net, f, gk) - p_free) / step

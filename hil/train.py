@@ -9,7 +9,7 @@ import numpy as np
 
 from hil import eqprop
 from hil.datasets import Dataset
-from hil.interface import Backend
+from hil.interface import Backend, BackendError
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,11 @@ def train(
         batch: list[np.ndarray] = []
         norms: list[float] = []
         for position, i in enumerate(order):
-            m = eqprop.measure(backend, g, data.inputs[i], data.targets[i], hyper.method, hyper.beta,
-                               hyper.pcm_perturbation)
+            try:
+                m = eqprop.measure(backend, g, data.inputs[i], data.targets[i], hyper.method, hyper.beta,
+                                   hyper.pcm_perturbation)
+            except BackendError as exc:
+                raise type(exc)(f"epoch {epoch}, sample {i}, {exc}") from exc
             sample_losses[i] = float(np.mean((data.targets[i] - m.outputs) ** 2))
             batch.append(eqprop.compensated(net, m.raw))
             if len(batch) == hyper.batch_size or position == len(order) - 1:

@@ -1,0 +1,43 @@
+# Everything a fresh machine needs: `make run` trains XOR on the simulated bench,
+# `make test` runs the suite, `make bench` prints the speed and memory figures.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup ngspice run test bench lint clean
+
+setup: ngspice $(STAMP)
+
+# Debian's ngspice 39 (the shared library PySpice loads, and the ngspice program).
+ngspice:
+	@if ldconfig -p | grep -q 'libngspice.so ' && command -v ngspice >/dev/null; then \
+	  echo "ngspice: present"; \
+	else \
+	  echo "ngspice: installing Debian packages ngspice libngspice0 libngspice0-dev"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ngspice libngspice0 libngspice0-dev; \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/hil train configs/xor.toml
+
+test: setup
+	$(VENV)/bin/ruff check hil drivers sim tests bench
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+bench: setup
+	OMP_NUM_THREADS=1 $(PY) bench/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check hil drivers sim tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
