@@ -44,9 +44,9 @@ def _open(experiment: config_mod.Experiment) -> tuple[Backend, np.ndarray]:
     network = experiment.network()
     backend = open_backend(experiment["backend"]["name"], network, experiment["backend"])
     hyper = experiment.hyper()
-    signed = np.array([c.signed_by is not None for c in network.conductances])
-    g0 = eqprop.clip_conductances(experiment.initial_conductances(len(network.conductances)), signed,
-                                  hyper.g_min, hyper.g_max)
+    g0 = eqprop.clip_conductances(
+        experiment.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
+    )
     return backend, g0
 
 
@@ -84,12 +84,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = "failed"
     try:
         with _terminate_as_interrupt():
-            log = runlog.RunLog(out, experiment.to_toml(), backend.identity(), backend.network,
-                                hyper.g_min, hyper.g_max, g0, len(data))
-            bar = tqdm(total=hyper.epochs * len(data), unit="sample", disable=None, file=sys.stderr,
-                       desc=f"training {backend.network.name}")
-            records = train.train(backend, data, g0, hyper, on_epoch=log.epoch,
-                                  on_sample=lambda: bar.update(1))
+            log = runlog.RunLog(
+                out,
+                experiment.to_toml(),
+                backend.identity(),
+                backend.network,
+                hyper.g_min,
+                hyper.g_max,
+                g0,
+                len(data),
+            )
+            bar = tqdm(
+                total=hyper.epochs * len(data),
+                unit="sample",
+                disable=None,
+                file=sys.stderr,
+                desc=f"training {backend.network.name}",
+            )
+            records = train.train(
+                backend, data, g0, hyper, on_epoch=log.epoch, on_sample=lambda: bar.update(1)
+            )
             bar.close()
             status = "completed"
     except (KeyboardInterrupt, Interrupted):
@@ -106,8 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             log.close(status)
     last = records[-1]
     right = round(last.accuracy * len(data))
-    print(f"trained {len(records)} epochs: loss {last.loss:.4g} ({last.error_db:.2f} dB), "
-          f"accuracy {right}/{len(data)} ({last.accuracy:.0%}), run log {out}")
+    print(
+        f"trained {len(records)} epochs: loss {last.loss:.4g} ({last.error_db:.2f} dB), "
+        f"accuracy {right}/{len(data)} ({last.accuracy:.0%}), run log {out}"
+    )
     return 0
 
 
@@ -126,8 +142,9 @@ def cmd_netlist(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     b = experiment["backend"]
-    text = netlist(backend.network, g0, x, nudges,
-                   SimulatorOptions(b["reltol"], b["vntol"], b["abstol"], b["gmin"]))
+    text = netlist(
+        backend.network, g0, x, nudges, SimulatorOptions(b["reltol"], b["vntol"], b["abstol"], b["gmin"])
+    )
     header = f"* config {args.config}, sample {args.sample}, {args.phase} phase\n"
     sys.stdout.write(text.replace("\n", "\n" + header, 1))
     return 0
@@ -168,16 +185,22 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['config']}: sample {args.sample}, method {method}, beta {beta:g} A/V, "
-          f"loss {report['loss']:.6g}")
+    print(
+        f"{report['config']}: sample {args.sample}, method {method}, beta {beta:g} A/V, "
+        f"loss {report['loss']:.6g}"
+    )
     print(f"{'edge':>14s} {'layer':>5s} {'raw':>13s} {'estimate':>13s} {'finite diff':>13s} {'est/fd':>9s}")
     for e in report["edges"]:
         ratio = e["estimate"] / e["finite_difference"] if e["finite_difference"] else float("nan")
-        print(f"{e['name']:>14s} {e['layer']:>5d} {e['raw']: .6e} {e['estimate']: .6e} "
-              f"{e['finite_difference']: .6e} {ratio: .4f}")
+        print(
+            f"{e['name']:>14s} {e['layer']:>5d} {e['raw']: .6e} {e['estimate']: .6e} "
+            f"{e['finite_difference']: .6e} {ratio: .4f}"
+        )
     for layer in report["layers"]:
-        print(f"layer {layer['layer']}: relative error {layer['relative_error']:.3e}, "
-              f"cosine {layer['cosine']:.6f}")
+        print(
+            f"layer {layer['layer']}: relative error {layer['relative_error']:.3e}, "
+            f"cosine {layer['cosine']:.6f}"
+        )
     return 0
 
 
@@ -190,8 +213,11 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="experiment config (TOML)")
         sp.add_argument("--backend", choices=("spice", "numeric"), help="override [backend] name")
 
-    t = sub.add_parser("train", help="train a network and write an HDF5 run log",
-                       description="Train a network; write the run log (HDF5) as epochs finish.")
+    t = sub.add_parser(
+        "train",
+        help="train a network and write an HDF5 run log",
+        description="Train a network; write the run log (HDF5) as epochs finish.",
+    )
     common(t)
     t.add_argument("--out", help="run log path (default runs/<config>-<time>.h5)")
     t.add_argument("--epochs", type=int, help="override [training] epochs")
@@ -199,23 +225,32 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="replace an existing run log")
     t.set_defaults(run=cmd_train)
 
-    n = sub.add_parser("netlist", help="print a standalone ngspice netlist",
-                       description="Print a netlist that `ngspice -b` runs (.op), at the initial conductances.")
+    n = sub.add_parser(
+        "netlist",
+        help="print a standalone ngspice netlist",
+        description="Print a netlist that `ngspice -b` runs (.op), at the initial conductances.",
+    )
     common(n)
     n.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
     n.add_argument("--phase", choices=("free", "nudged"), default="free")
     n.set_defaults(run=cmd_netlist)
 
-    s = sub.add_parser("solve", help="node voltages of the free phase",
-                       description="Solve the free phase at the initial conductances; print node voltages.")
+    s = sub.add_parser(
+        "solve",
+        help="node voltages of the free phase",
+        description="Solve the free phase at the initial conductances; print node voltages.",
+    )
     common(s)
     s.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
     s.add_argument("--json", action="store_true", help='print {"nodes": {name: volts}}')
     s.set_defaults(run=cmd_solve)
 
-    g = sub.add_parser("gradcheck", help="compare an estimator with finite differences",
-                       description="Per conductance: raw estimator, compensated estimate, finite-difference "
-                                   "gradient of L = ½Σ(t − y)²; per layer: relative error and cosine.")
+    g = sub.add_parser(
+        "gradcheck",
+        help="compare an estimator with finite differences",
+        description="Per conductance: raw estimator, compensated estimate, finite-difference "
+        "gradient of L = ½Σ(t − y)²; per layer: relative error and cosine.",
+    )
     common(g)
     g.add_argument("--beta", type=float, help="nudge strength in A/V (default: the config's)")
     g.add_argument("--method", choices=eqprop.METHODS, help="estimator (default: the config's)")

@@ -40,8 +40,18 @@ def _positive(v: float) -> bool:
 
 BUILDERS = ("seed-xor", "xor", "layered")
 BACKENDS = ("spice", "numeric")
-LAYERED_ONLY = ("inputs", "hidden", "outputs", "duplicate_inputs", "duplicate_hidden",
-                "doubled_outputs", "bias_volts", "output_load", "clamp_volts", "temperature")
+LAYERED_ONLY = (
+    "inputs",
+    "hidden",
+    "outputs",
+    "duplicate_inputs",
+    "duplicate_hidden",
+    "doubled_outputs",
+    "bias_volts",
+    "output_load",
+    "clamp_volts",
+    "temperature",
+)
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "circuit": {
@@ -49,8 +59,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "amplifier_gain": Key(4.0, (int, float), _positive, "> 0"),
         "seed_pairing": Key(True, bool),
         "inputs": Key(2, int, _positive, ">= 1"),
-        "hidden": Key([2], list, lambda v: len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
-                      "a non-empty list of positive integers"),
+        "hidden": Key(
+            [2],
+            list,
+            lambda v: len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
+            "a non-empty list of positive integers",
+        ),
         "outputs": Key(1, int, _positive, ">= 1"),
         "duplicate_inputs": Key(True, bool),
         "duplicate_hidden": Key(True, bool),
@@ -65,8 +79,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "g_max": Key(0.1, (int, float), _positive, "> 0 S"),
         "init_low": Key(1e-4, (int, float), _positive, "> 0 S"),
         "init_high": Key(0.1, (int, float), _positive, "> 0 S"),
-        "generator": Key("numpy", str, lambda v: v in ("numpy", "numpy-legacy"),
-                         "'numpy' (PCG64) or 'numpy-legacy' (np.random.seed, as the seed code)"),
+        "generator": Key(
+            "numpy",
+            str,
+            lambda v: v in ("numpy", "numpy-legacy"),
+            "'numpy' (PCG64) or 'numpy-legacy' (np.random.seed, as the seed code)",
+        ),
         "seed": Key(0, int, lambda v: v >= 0, ">= 0"),
         "skip": Key(0, int, lambda v: v >= 0, ">= 0 draws"),
     },
@@ -81,9 +99,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "method": Key("vdm-centered", str, lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
         "beta": Key(1e-6, (int, float), _positive, "> 0 A/V"),
         "learning_rate": Key(2e-4, (int, float), _positive, "> 0"),
-        "layer_learning_rates": Key({}, dict, lambda v: all(
-            k.isdigit() and isinstance(x, int | float) and x > 0 for k, x in v.items()),
-            'a table of layer = multiplier > 0, e.g. { "1" = 0.5 }'),
+        "layer_learning_rates": Key(
+            {},
+            dict,
+            lambda v: all(k.isdigit() and isinstance(x, int | float) and x > 0 for k, x in v.items()),
+            'a table of layer = multiplier > 0, e.g. { "1" = 0.5 }',
+        ),
         "epochs": Key(50, int, lambda v: 1 <= v <= 1_000_000, "from 1 to 1000000"),
         "batch_size": Key(1, int, _positive, ">= 1 (1 = online)"),
         "shuffle": Key(False, bool),
@@ -121,16 +142,24 @@ class Experiment:
         if c["builder"] == "xor":
             return builders.xor(float(c["amplifier_gain"]))
         return builders.layered(
-            c["inputs"], c["hidden"], c["outputs"], float(c["amplifier_gain"]),
-            duplicate_inputs=c["duplicate_inputs"], duplicate_hidden=c["duplicate_hidden"],
-            doubled_outputs=c["doubled_outputs"], bias_volts=float(c["bias_volts"]),
-            output_load=float(c["output_load"]), clamp_volts=float(c["clamp_volts"]),
+            c["inputs"],
+            c["hidden"],
+            c["outputs"],
+            float(c["amplifier_gain"]),
+            duplicate_inputs=c["duplicate_inputs"],
+            duplicate_hidden=c["duplicate_hidden"],
+            doubled_outputs=c["doubled_outputs"],
+            bias_volts=float(c["bias_volts"]),
+            output_load=float(c["output_load"]),
+            clamp_volts=float(c["clamp_volts"]),
             temperature=float(c["temperature"]),
         )
 
     def dataset(self) -> datasets.Dataset:
         d = self["dataset"]
-        return datasets.DATASETS[d["name"]](d["input_low"], d["input_high"], d["target_low"], d["target_high"])
+        return datasets.DATASETS[d["name"]](
+            d["input_low"], d["input_high"], d["target_low"], d["target_high"]
+        )
 
     def initial_conductances(self, count: int) -> np.ndarray:
         c = self["conductances"]
@@ -139,16 +168,22 @@ class Experiment:
             draws = np.random.RandomState(c["seed"]).uniform(c["init_low"], c["init_high"], size)
         else:
             draws = np.random.default_rng(c["seed"]).uniform(c["init_low"], c["init_high"], size)
-        return draws[c["skip"]:]
+        return draws[c["skip"] :]
 
     def hyper(self) -> Hyper:
         t, c = self["training"], self["conductances"]
         return Hyper(
-            method=t["method"], beta=float(t["beta"]), learning_rate=float(t["learning_rate"]),
+            method=t["method"],
+            beta=float(t["beta"]),
+            learning_rate=float(t["learning_rate"]),
             layer_learning_rates={int(k): float(v) for k, v in t["layer_learning_rates"].items()},
-            epochs=t["epochs"], batch_size=t["batch_size"], g_min=float(c["g_min"]),
-            g_max=float(c["g_max"]), pcm_perturbation=float(t["pcm_perturbation"]),
-            shuffle=t["shuffle"], seed=t["seed"],
+            epochs=t["epochs"],
+            batch_size=t["batch_size"],
+            g_min=float(c["g_min"]),
+            g_max=float(c["g_max"]),
+            pcm_perturbation=float(t["pcm_perturbation"]),
+            shuffle=t["shuffle"],
+            seed=t["seed"],
         )
 
 
@@ -181,8 +216,10 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
 def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     unknown = sorted(set(raw) - set(SCHEMA))
     if unknown:
-        raise ConfigError(f"{path}: unknown section [{unknown[0]}]: known sections are "
-                          f"{', '.join(f'[{s}]' for s in SCHEMA)}")
+        raise ConfigError(
+            f"{path}: unknown section [{unknown[0]}]: known sections are "
+            f"{', '.join(f'[{s}]' for s in SCHEMA)}"
+        )
     out: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():
         given = raw.get(section, {})
@@ -203,13 +240,14 @@ def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if circuit["builder"] != "layered":
         misplaced = [k for k in LAYERED_ONLY if k in raw.get("circuit", {})]
         if misplaced:
-            raise ConfigError(f"{path}: [circuit] {misplaced[0]} applies only to builder = \"layered\"")
+            raise ConfigError(f'{path}: [circuit] {misplaced[0]} applies only to builder = "layered"')
     c = out["conductances"]
     if c["g_min"] >= c["g_max"]:
         raise ConfigError(f"{path}: [conductances] g_min = {c['g_min']} must be below g_max = {c['g_max']}")
     if c["init_low"] >= c["init_high"]:
-        raise ConfigError(f"{path}: [conductances] init_low = {c['init_low']} must be below "
-                          f"init_high = {c['init_high']}")
+        raise ConfigError(
+            f"{path}: [conductances] init_low = {c['init_low']} must be below init_high = {c['init_high']}"
+        )
     d = out["dataset"]
     if d["target_low"] == d["target_high"] or d["input_low"] == d["input_high"]:
         raise ConfigError(f"{path}: [dataset] low and high levels must differ")

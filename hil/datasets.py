@@ -23,8 +23,9 @@ class Dataset:
         return bool(np.all(np.abs(np.asarray(y) - self.targets[index]) < half))
 
 
-def xor(input_low: float = -2.0, input_high: float = 2.0, target_low: float = 0.0,
-        target_high: float = 1.0) -> Dataset:
+def xor(
+    input_low: float = -2.0, input_high: float = 2.0, target_low: float = 0.0, target_high: float = 1.0
+) -> Dataset:
     """XOR rows in the seed's order (0,0), (0,1), (1,0), (1,1); bit b maps to low + b·(high − low)."""
     bits = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
     out = np.array([[0], [1], [1], [0]], dtype=float)

@@ -44,9 +44,7 @@ def loss(targets: np.ndarray, y: np.ndarray) -> float:
 
 def drops(network: Network, state: State) -> np.ndarray:
     """Voltage across every conductance, V(a) − V(b)."""
-    index = {n: i for i, n in enumerate(network.nodes)}
-    a = np.array([index[g.a] for g in network.conductances])
-    b = np.array([index[g.b] for g in network.conductances])
+    a, b = network.edge_endpoints
     return state.voltages[a] - state.voltages[b]
 
 
@@ -54,18 +52,18 @@ def absorbed_power(network: Network, state: State, conductances: np.ndarray) -> 
     """Power absorbed by resistors, clamp diodes and amplifiers (independent sources excluded),
     as the seed's PCM computes it: from branch currents and node voltages, with its pairing of
     conductances and drops."""
-    index = {n: i for i, n in enumerate(network.nodes)}
+    index = network.node_index
     v = state.voltages
     resistors = float(np.sum(np.abs(conductances) * drops(network, state)[network.pairing()] ** 2))
     diodes = 0.0
-    for c, (i_high, i_low) in zip(network.clamps, state.clamp_currents, strict=True):
+    for c, (i_high, i_low) in zip(network.clamps, state.clamp_currents.tolist(), strict=True):
         vn = v[index[c.node]]
         diodes += i_high * (vn - c.v_high) + i_low * (vn - c.v_low)
     _, back = network.amplifier_gains(conductances)
     amps = 0.0
-    for a, f, i_e in zip(network.amplifiers, back, state.amplifier_currents, strict=True):
-        amps += v[index[a.node_out]] * i_e + v[index[a.node_in]] * f * i_e
-    return resistors + float(diodes) + amps
+    for a, f, i_e in zip(network.amplifiers, back.tolist(), state.amplifier_currents.tolist(), strict=True):
+        amps += (v[index[a.node_out]] + v[index[a.node_in]] * f) * i_e
+    return resistors + float(diodes) + float(amps)
 
 
 def settle(backend: Backend, inputs: np.ndarray, nudges: dict[str, float] | None, phase: str) -> State:
@@ -185,8 +183,7 @@ def apply_update(
     g_max: float,
 ) -> np.ndarray:
     """g ← clip(g − η_layer·∂L/∂g). `estimate` is with respect to |g|; ∂L/∂g = sign(g)·estimate."""
-    signed = np.array([c.signed_by is not None for c in network.conductances])
-    return clip_conductances(g - learning_rates * np.sign(g) * estimate, signed, g_min, g_max)
+    return clip_conductances(g - learning_rates * np.sign(g) * estimate, network.signed, g_min, g_max)
 
 
 Progress = Callable[[int], None]

@@ -48,7 +48,13 @@ def gradcheck(
         "outputs": [[o.plus, o.minus] for o in net.outputs],
         "loss": m.loss,
         "edges": [
-            {"name": c.name, "layer": c.layer, "raw": float(r), "estimate": float(e), "finite_difference": float(d)}
+            {
+                "name": c.name,
+                "layer": c.layer,
+                "raw": float(r),
+                "estimate": float(e),
+                "finite_difference": float(d),
+            }
             for c, r, e, d in zip(net.conductances, m.raw, estimate, fd, strict=True)
         ],
         "layers": report_layers,

@@ -8,8 +8,8 @@ builders make and on a bench, where SMUs share a common low terminal.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -129,7 +129,8 @@ class Network:
         self._check()
 
     # ------------------------------------------------------------------ derived views
-    @property
+    # Cached: a built network is never mutated, and the training loop asks for these per solve.
+    @cached_property
     def nodes(self) -> list[str]:
         """Every non-ground node, in a fixed order: the order of State.voltages."""
         seen: dict[str, None] = {}
@@ -151,6 +152,34 @@ class Network:
                 seen[o.minus] = None
         seen.pop(GROUND, None)
         return list(seen)
+
+    @cached_property
+    def node_index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.nodes)}
+
+    @cached_property
+    def edge_endpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices into `nodes` of every conductance's (a, b)."""
+        idx = self.node_index
+        return (
+            np.array([idx[g.a] for g in self.conductances], dtype=int),
+            np.array([idx[g.b] for g in self.conductances], dtype=int),
+        )
+
+    @cached_property
+    def _signers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per edge, the index of the source (or amplifier) its sign flips, else -1."""
+        src = {s.name: i for i, s in enumerate(self.sources)}
+        amp = {a.name: i for i, a in enumerate(self.amplifiers)}
+        return (
+            np.array([src.get(g.signed_by, -1) for g in self.conductances], dtype=int),
+            np.array([amp.get(g.signed_by, -1) for g in self.conductances], dtype=int),
+        )
+
+    @cached_property
+    def signed(self) -> np.ndarray:
+        """Which conductances may be negative (their sign flips a source or an amplifier)."""
+        return np.array([g.signed_by is not None for g in self.conductances], dtype=bool)
 
     @property
     def edge_names(self) -> list[str]:
@@ -187,23 +216,18 @@ class Network:
                 f"'{self.name}' takes {self.n_inputs}: check the dataset against the circuit"
             )
         return np.array(
-            [s.value if s.input_index is None else s.scale * inputs[s.input_index]
-             for s in self.sources]
+            [s.value if s.input_index is None else s.scale * inputs[s.input_index] for s in self.sources]
         )
 
     def sign_multipliers(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(per-source, per-amplifier) multipliers ±1 from the signs of signed conductances."""
         src = np.ones(len(self.sources))
         amp = np.ones(len(self.amplifiers))
-        src_index = {s.name: i for i, s in enumerate(self.sources)}
-        amp_index = {a.name: i for i, a in enumerate(self.amplifiers)}
-        for g, value in zip(self.conductances, conductances, strict=True):
-            if g.signed_by is None or value >= 0:
-                continue
-            if g.signed_by in src_index:
-                src[src_index[g.signed_by]] *= -1.0
-            else:
-                amp[amp_index[g.signed_by]] *= -1.0
+        negative = np.asarray(conductances) < 0
+        by_src, by_amp = self._signers
+        for target, owner in ((src, by_src), (amp, by_amp)):
+            for k in np.flatnonzero(negative & (owner >= 0)):
+                target[owner[k]] *= -1.0
         return src, amp
 
     def amplifier_gains(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,18 +235,24 @@ class Network:
         _, amp_sign = self.sign_multipliers(conductances)
         fwd = np.array([a.gain for a in self.amplifiers]) * amp_sign
         bwd = np.array(
-            [a.backward_gain * (s if a.backward_follows_sign else 1.0)
-             for a, s in zip(self.amplifiers, amp_sign, strict=True)]
+            [
+                a.backward_gain * (s if a.backward_follows_sign else 1.0)
+                for a, s in zip(self.amplifiers, amp_sign, strict=True)
+            ]
         )
         return fwd, bwd
 
+    @cached_property
+    def _output_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = self.node_index
+        plus = np.array([idx[o.plus] for o in self.outputs], dtype=int)
+        minus = np.array([idx[o.minus] if o.minus is not None else 0 for o in self.outputs], dtype=int)
+        doubled = np.array([o.minus is not None for o in self.outputs], dtype=float)
+        return plus, minus, doubled
+
     def output_voltages(self, voltages: np.ndarray) -> np.ndarray:
-        index = {n: i for i, n in enumerate(self.nodes)}
-        y = np.array([voltages[index[o.plus]] for o in self.outputs])
-        for k, o in enumerate(self.outputs):
-            if o.minus is not None:
-                y[k] -= voltages[index[o.minus]]
-        return y
+        plus, minus, doubled = self._output_index
+        return voltages[plus] - doubled * voltages[minus]
 
     def nudge_currents(self, targets: np.ndarray, outputs: np.ndarray, beta: float) -> dict[str, float]:
         """Currents injected at the output terminals for nudge strength `beta` (A/V).
@@ -239,8 +269,9 @@ class Network:
 
     # ------------------------------------------------------------------ validation
     def _check(self) -> None:
-        names = [x.name for x in (*self.conductances, *self.sources, *self.clamps,
-                                  *self.amplifiers, *self.loads)]
+        names = [
+            x.name for x in (*self.conductances, *self.sources, *self.clamps, *self.amplifiers, *self.loads)
+        ]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"network '{self.name}': element names used twice: {dupes}")
@@ -251,8 +282,11 @@ class Network:
         bad = [n for n in self.nodes if not _NODE.fullmatch(n)]
         if bad:
             raise ValueError(f"network '{self.name}': node names must be lower-case [a-z0-9_]: {bad}")
-        for x, prefix in ((*((g, "R") for g in self.conductances), *((s, "V") for s in self.sources),
-                           *((ld, "R") for ld in self.loads))):
+        for x, prefix in (
+            *((g, "R") for g in self.conductances),
+            *((s, "V") for s in self.sources),
+            *((ld, "R") for ld in self.loads),
+        ):
             if not (x.name[:1].upper() == prefix and _ELEMENT.fullmatch(x.name)):
                 raise ValueError(f"element name {x.name!r} must start with {prefix} and use [A-Za-z0-9_]")
         signers = {s.name for s in self.sources} | {a.name for a in self.amplifiers}

@@ -31,8 +31,12 @@ FORMAT_VERSION = 1
 
 
 def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
-    found = {"eqprop-hil": __version__, "python": platform.python_version(),
-             "numpy": np.__version__, "h5py": h5py.__version__}
+    found = {
+        "eqprop-hil": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+    }
     try:
         found["PySpice"] = metadata.version("PySpice")
     except metadata.PackageNotFoundError:
@@ -82,18 +86,28 @@ class RunLog:
         n = len(network.conductances)
         for name in ("loss", "error_db", "accuracy", "update_norm"):
             ep.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
-        ep.create_dataset("sample_loss", shape=(0, n_samples), maxshape=(None, n_samples), dtype="f8",
-                          chunks=(64, n_samples))
-        ep.create_dataset("conductances", data=np.asarray(initial, float)[None, :],
-                          maxshape=(None, n), chunks=(64, n))
+        ep.create_dataset(
+            "sample_loss",
+            shape=(0, n_samples),
+            maxshape=(None, n_samples),
+            dtype="f8",
+            chunks=(64, n_samples),
+        )
+        ep.create_dataset(
+            "conductances", data=np.asarray(initial, float)[None, :], maxshape=(None, n), chunks=(64, n)
+        )
         f.swmr_mode = True
         f.flush()
 
     def epoch(self, record: EpochRecord) -> None:
         ep = self._file["epochs"]
         row = len(ep["loss"])
-        for name, value in (("loss", record.loss), ("error_db", record.error_db),
-                            ("accuracy", record.accuracy), ("update_norm", record.update_norm)):
+        for name, value in (
+            ("loss", record.loss),
+            ("error_db", record.error_db),
+            ("accuracy", record.accuracy),
+            ("update_norm", record.update_norm),
+        ):
             ep[name].resize((row + 1,))
             ep[name][row] = value
         ep["sample_loss"].resize((row + 1, ep["sample_loss"].shape[1]))

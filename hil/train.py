@@ -65,9 +65,7 @@ def train(
         [hyper.layer_learning_rates.get(c.layer, 1.0) for c in net.conductances]
     )
     rng = np.random.default_rng(hyper.seed)
-    g = backend.program(eqprop.clip_conductances(
-        np.asarray(g0, float), np.array([c.signed_by is not None for c in net.conductances]),
-        hyper.g_min, hyper.g_max))
+    g = backend.program(eqprop.clip_conductances(np.asarray(g0, float), net.signed, hyper.g_min, hyper.g_max))
     records: list[EpochRecord] = []
     for epoch in range(1, hyper.epochs + 1):
         order = rng.permutation(len(data)) if hyper.shuffle else np.arange(len(data))
@@ -76,8 +74,15 @@ def train(
         norms: list[float] = []
         for position, i in enumerate(order):
             try:
-                m = eqprop.measure(backend, g, data.inputs[i], data.targets[i], hyper.method, hyper.beta,
-                                   hyper.pcm_perturbation)
+                m = eqprop.measure(
+                    backend,
+                    g,
+                    data.inputs[i],
+                    data.targets[i],
+                    hyper.method,
+                    hyper.beta,
+                    hyper.pcm_perturbation,
+                )
             except BackendError as exc:
                 raise type(exc)(f"epoch {epoch}, sample {i}, {exc}") from exc
             sample_losses[i] = float(np.mean((data.targets[i] - m.outputs) ** 2))
@@ -90,8 +95,15 @@ def train(
             on_sample()
         mean = float(np.mean(sample_losses))
         accuracy, _ = evaluate(backend, g, data)
-        record = EpochRecord(epoch, mean, 10 * np.log10(mean) if mean > 0 else -np.inf, accuracy,
-                             g.copy(), float(np.mean(norms)), sample_losses)
+        record = EpochRecord(
+            epoch,
+            mean,
+            10 * np.log10(mean) if mean > 0 else -np.inf,
+            accuracy,
+            g.copy(),
+            float(np.mean(norms)),
+            sample_losses,
+        )
         records.append(record)
         on_epoch(record)
     return records

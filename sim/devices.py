@@ -7,6 +7,7 @@ Only what a level-1 diode with IS, N and TNOM set needs: no series resistance, n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,30 +46,39 @@ class DiodeAtTemperature:
 
     def current(self, vd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(current, conductance) at junction voltages `vd`, GMIN included."""
-        vd = np.asarray(vd, dtype=float)
-        forward = vd >= -3.0 * self.vte
-        e = np.exp(np.where(forward, vd, 0.0) / self.vte)
-        # Below -3·vte ngspice replaces the exponential by a cubic that tends to -IS.
-        safe = np.where(forward, -1.0, vd)
-        cube = (3.0 * self.vte / (safe * np.e)) ** 3
-        cd = np.where(forward, self.saturation_current * (e - 1.0), -self.saturation_current * (1.0 + cube))
-        gd = np.where(forward, self.saturation_current * e / self.vte, self.saturation_current * 3.0 * cube / safe)
-        return cd + self.gmin * vd, gd + self.gmin
+        # A plain loop: clamp circuits have a few diodes, where numpy's per-call cost dominates.
+        vte, isat, gmin = self.vte, self.saturation_current, self.gmin
+        edge = -3.0 * vte
+        n = len(vd)
+        cd, gd = [0.0] * n, [0.0] * n
+        for i, v in enumerate(np.asarray(vd, dtype=float).tolist()):
+            if v >= edge:
+                e = math.exp(v / vte)
+                cd[i] = isat * (e - 1.0) + gmin * v
+                gd[i] = isat * e / vte + gmin
+            else:  # below -3·vte ngspice swaps the exponential for a cubic that tends to -IS
+                a = 3.0 * vte / (v * math.e)
+                a = a * a * a
+                cd[i] = -isat * (1.0 + a) + gmin * v
+                gd[i] = isat * 3.0 * a / v + gmin
+        return np.array(cd), np.array(gd)
 
     def limit(self, vnew: np.ndarray, vold: np.ndarray) -> np.ndarray:
         """DEVpnjlim: keep a Newton step on the exponential from overshooting."""
-        vnew = np.asarray(vnew, dtype=float)
-        vold = np.asarray(vold, dtype=float)
-        vt = self.vte
-        if len(vnew) == 0 or np.max(np.abs(vnew - vold)) <= 2.0 * vt:
-            return vnew  # small steps are never limited (and never reach the floor below)
-        big = (vnew > self.vcrit) & (np.abs(vnew - vold) > 2.0 * vt)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            arg = (vnew - vold) / vt
-            up = vold + vt * (2.0 + np.log(np.maximum(arg - 2.0, 1e-300)))
-            down = vold - vt * (2.0 + np.log(np.maximum(2.0 - arg, 1e-300)))
-            from_off = vt * np.log(np.maximum(vnew / vt, 1e-300))
-        stepped = np.where(vold > 0.0, np.where(arg > 0.0, up, down), from_off)
-        out = np.where(big, stepped, vnew)
-        floor = np.where(vold > 0.0, -vold - 1.0, 2.0 * vold - 1.0)
-        return np.where(~big & (out < 0.0) & (out < floor), floor, out)
+        vt, vcrit = self.vte, self.vcrit
+        out = np.asarray(vnew, dtype=float).tolist()
+        for i, (v, old) in enumerate(zip(out, np.asarray(vold, dtype=float).tolist(), strict=True)):
+            if v > vcrit and abs(v - old) > 2.0 * vt:
+                if old > 0.0:
+                    arg = (v - old) / vt
+                    out[i] = (
+                        old + vt * (2.0 + math.log(arg - 2.0))
+                        if arg > 0.0
+                        else old - vt * (2.0 + math.log(2.0 - arg))
+                    )
+                else:
+                    out[i] = vt * math.log(v / vt)
+            elif v < 0.0:
+                floor = -old - 1.0 if old > 0.0 else 2.0 * old - 1.0
+                out[i] = max(v, floor)
+        return np.array(out)

@@ -19,7 +19,11 @@ def open_backend(name: str, network: Network, settings: dict[str, Any]) -> Backe
     if name == "spice":
         from sim.spice import SpiceBackend
 
-        options = SimulatorOptions(float(settings.get("reltol", 1e-9)), float(settings.get("vntol", 1e-12)),
-                                   float(settings.get("abstol", 1e-15)), gmin)
+        options = SimulatorOptions(
+            float(settings.get("reltol", 1e-9)),
+            float(settings.get("vntol", 1e-12)),
+            float(settings.get("abstol", 1e-15)),
+            gmin,
+        )
         return SpiceBackend(network, options)
     raise ValueError(f"unknown backend {name!r}: use 'spice' or 'numeric'")

@@ -70,8 +70,10 @@ class SpiceBackend:
             v = np.array([values.get(f"v({n})", values.get(n, math.nan)) for n in self._nodes_lower])
             src = np.array([values[f"{s.name.lower()}#branch"] for s in net.sources])
             clamp = np.array(
-                [[values[f"v{c.name.lower()}h#branch"], values[f"v{c.name.lower()}l#branch"]]
-                 for c in net.clamps]
+                [
+                    [values[f"v{c.name.lower()}h#branch"], values[f"v{c.name.lower()}l#branch"]]
+                    for c in net.clamps
+                ]
             ).reshape(-1, 2)
             amp = np.array([values[f"e{a.name.lower()}#branch"] for a in net.amplifiers])
         except KeyError as exc:

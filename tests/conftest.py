@@ -21,8 +21,14 @@ def configs() -> Path:
 def run_hil(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`hil ...` in a fresh process, as a user would call it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "hil.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "hil.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture

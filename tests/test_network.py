@@ -9,11 +9,19 @@ def test_seed_xor_matches_the_reference_topology():
     net = builders.seed_xor()
     endpoints = {g.name: (g.a, g.b, g.layer) for g in net.conductances}
     assert endpoints == {
-        "R1": ("1", "7", 1), "R2": ("2", "8", 1), "R3": ("3", "7", 1), "R4": ("4", "8", 1),
-        "R5": ("5", "7", 1), "R6": ("6", "8", 1), "R7": ("9", "11", 2), "R8": ("10", "11", 2),
+        "R1": ("1", "7", 1),
+        "R2": ("2", "8", 1),
+        "R3": ("3", "7", 1),
+        "R4": ("4", "8", 1),
+        "R5": ("5", "7", 1),
+        "R6": ("6", "8", 1),
+        "R7": ("9", "11", 2),
+        "R8": ("10", "11", 2),
     }
     assert [(a.node_in, a.node_out, a.gain, a.backward_gain) for a in net.amplifiers] == [
-        ("7", "9", 4.0, 0.25), ("8", "10", 4.0, 0.25)]
+        ("7", "9", 4.0, 0.25),
+        ("8", "10", 4.0, 0.25),
+    ]
     assert [(c.node, c.v_high, c.v_low) for c in net.clamps] == [("7", 0.3, -0.3), ("8", 0.3, -0.3)]
     assert net.diode_model.saturation_current == 1e-6 and net.diode_model.emission_coefficient == 2
     assert net.temperature == 25.0 and net.diode_model.nominal_temperature == 27.0
@@ -52,14 +60,21 @@ def test_doubled_output_nudge_goes_in_at_plus_and_out_at_minus():
     assert currents == {"y0p": pytest.approx(7.5e-4), "y0n": pytest.approx(-7.5e-4)}
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(conductances=[Conductance("R1", "a", "a", 1)]), "to itself"),
-    (dict(conductances=[Conductance("G1", "a", "b", 1)]), "must start with R"),
-    (dict(conductances=[Conductance("R1", "A", "b", 1)]), "lower-case"),
-    (dict(conductances=[Conductance("R1", "a", "b", 1, signed_by="Vnone")]), "unknown element"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(conductances=[Conductance("R1", "a", "a", 1)]), "to itself"),
+        (dict(conductances=[Conductance("G1", "a", "b", 1)]), "must start with R"),
+        (dict(conductances=[Conductance("R1", "A", "b", 1)]), "lower-case"),
+        (dict(conductances=[Conductance("R1", "a", "b", 1, signed_by="Vnone")]), "unknown element"),
+    ],
+)
 def test_bad_networks_are_refused(bad, message):
-    base = dict(name="t", conductances=[Conductance("R1", "a", "b", 1)],
-                sources=[VoltageSource("V1", "a", 1.0)], outputs=[Output("b")])
+    base = dict(
+        name="t",
+        conductances=[Conductance("R1", "a", "b", 1)],
+        sources=[VoltageSource("V1", "a", 1.0)],
+        outputs=[Output("b")],
+    )
     with pytest.raises(ValueError, match=message):
         Network(**{**base, **bad})

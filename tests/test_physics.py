@@ -43,7 +43,9 @@ def test_twin_matches_ngspice_on_xor_circuits_free_and_nudged(build):
                 a2, b2 = twin.settle(x, nudge), spice.settle(x, nudge)
                 worst = max(worst, np.max(np.abs(a2.voltages - b2.voltages)))
                 np.testing.assert_allclose(a2.clamp_currents, b2.clamp_currents, rtol=1e-6, atol=1e-15)
-                np.testing.assert_allclose(a2.amplifier_currents, b2.amplifier_currents, rtol=1e-6, atol=1e-15)
+                np.testing.assert_allclose(
+                    a2.amplifier_currents, b2.amplifier_currents, rtol=1e-6, atol=1e-15
+                )
                 np.testing.assert_allclose(a2.source_currents, b2.source_currents, rtol=1e-6, atol=1e-15)
     spice.close()
     assert worst <= 1e-9
@@ -114,7 +116,8 @@ def test_clamp_current_obeys_ngspice_run_as_a_separate_program(tmp_path):
         twin.program(np.array([1e-3]))
         v_twin = dict(zip(net.nodes, twin.settle(np.zeros(0)).voltages, strict=True))["n"]
         text = netlist(net, np.array([1e-3]), np.zeros(0), analysis=False).replace(
-            ".end", ".control\nset numdgt=15\nop\nprint v(n)\n.endc\n.end")
+            ".end", ".control\nset numdgt=15\nop\nprint v(n)\n.endc\n.end"
+        )
         path = tmp_path / "diode.cir"
         path.write_text(text)
         out = subprocess.run(["ngspice", "-b", str(path)], capture_output=True, text=True, timeout=60).stdout

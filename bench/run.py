@@ -1,0 +1,81 @@
+"""`make bench`: speed and memory figures on this machine, printed (never asserted)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hil import config, train
+from sim.factory import open_backend
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_SECONDS = {"vdm": 3.8, "pcm": 25.9}  # the seed's code, 50 epochs, measured on a 2-core machine
+TARGET = {"spice": 20, "numeric": 100}
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def time_training(method: str, backend_name: str, repeats: int = 3) -> float:
+    e = config.load(ROOT / f"configs/xor-seed-{method}.toml", {"backend": {"name": backend_name}})
+    best = np.inf
+    for _ in range(repeats):
+        backend = open_backend(backend_name, e.network(), e["backend"])
+        g0 = e.initial_conductances(8)
+        start = time.perf_counter()
+        train.train(backend, e.dataset(), g0, e.hyper())
+        best = min(best, time.perf_counter() - start)
+        backend.close()
+    return best
+
+
+def memory_growth(solves: int = 2000) -> tuple[float, float]:
+    e = config.load(ROOT / "configs/xor.toml")
+    backend = open_backend("spice", e.network(), e["backend"])
+    rng = np.random.default_rng(0)
+    data = e.dataset()
+    backend.program(e.initial_conductances(8))
+    for i in range(200):  # warm up: libngspice's first allocations are not growth
+        backend.settle(data.inputs[i % 4])
+    gc.collect()
+    before = rss_mb()
+    start = time.perf_counter()
+    for i in range(solves):
+        if i % 4 == 0:
+            backend.program(rng.uniform(1e-4, 0.1, 8))
+        backend.settle(data.inputs[i % 4], {"11": 1e-6 * (i % 3)})
+    seconds = time.perf_counter() - start
+    gc.collect()
+    backend.close()
+    return rss_mb() - before, seconds / solves
+
+
+def main() -> None:
+    print("50 XOR epochs, seed circuit and settings (training loop incl. per-epoch accuracy evaluation)")
+    print(
+        f"{'method':>6s} {'backend':>8s} {'seconds':>9s} {'seed code':>10s} {'speed-up':>9s} {'target':>7s}"
+    )
+    for method in ("vdm", "pcm"):
+        for backend in ("spice", "numeric"):
+            seconds = time_training(method, backend)
+            speedup = SEED_SECONDS[method] / seconds
+            print(
+                f"{method:>6s} {backend:>8s} {seconds:9.3f} {SEED_SECONDS[method]:10.1f} "
+                f"{speedup:8.0f}x {TARGET[backend]:6d}x"
+            )
+    grown, per_solve = memory_growth()
+    print(
+        f"ngspice memory: 2000 solves (weights altered every 4) grew resident memory by {grown:.2f} MB "
+        f"(target < 20 MB); {per_solve * 1e6:.0f} us per solve"
+    )
+
+
+if __name__ == "__main__":
+    main()

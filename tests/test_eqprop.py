@@ -1,0 +1,142 @@
+"""Estimators against finite-difference gradients of the same backend."""
+
+import numpy as np
+import pytest
+
+from hil import builders, config, eqprop, gradcheck
+from sim.factory import open_backend
+from sim.spice import SpiceBackend
+from sim.twin import TwinBackend
+
+XOR_01 = (np.array([-2.0, 2.0]), np.array([1.0]))
+
+
+def _report(backend, g, method, beta, sample=XOR_01):
+    return gradcheck.gradcheck(backend, g, sample[0], sample[1], method, beta)
+
+
+def _ratios(report):
+    return np.array([e["estimate"] / e["finite_difference"] for e in report["edges"]])
+
+
+def test_centered_vdm_matches_finite_differences_on_the_corrected_circuit(configs):
+    e = config.load(configs / "xor.toml")
+    backend = open_backend("spice", e.network(), e["backend"])
+    g = e.initial_conductances(8)
+    data = e.dataset()
+    for i in range(len(data)):
+        report = gradcheck.gradcheck(backend, g, data.inputs[i], data.targets[i], "vdm-centered", 1e-6)
+        for layer in report["layers"]:
+            assert layer["relative_error"] <= 1e-3, (i, layer)
+            assert layer["cosine"] >= 1 - 1e-6
+    backend.close()
+
+
+def test_compensation_is_the_product_of_downstream_gains_squared():
+    """Two hidden layers with different gains: layer 1 sits behind A1 and A2, layer 2 behind A2."""
+    net = builders.layered(2, [3, 2], 1, amplifier_gain=[2.0, 3.0])
+    backend = TwinBackend(net)
+    rng = np.random.default_rng(5)
+    g = rng.uniform(1e-3, 2e-2, len(net.conductances))
+    report = _report(backend, g, "vdm-centered", 1e-7, (np.array([0.7, -0.4]), np.array([0.3])))
+    errors = {layer["layer"]: layer["relative_error"] for layer in report["layers"]}
+    assert max(errors.values()) <= 1e-3, errors
+    raw_ratio = np.array([e["raw"] / e["finite_difference"] for e in report["edges"]])
+    for layer, factor in ((1, 36.0), (2, 9.0), (3, 1.0)):
+        np.testing.assert_allclose(raw_ratio[net.layers == layer], 1 / factor, rtol=1e-3)
+
+
+def test_positive_nudge_bias_is_first_order_and_centered_second_order():
+    net = builders.xor()
+    backend = TwinBackend(net)
+    g = np.random.default_rng(1).uniform(1e-3, 0.1, 8)
+
+    def err(method, beta):
+        return max(layer["relative_error"] for layer in _report(backend, g, method, beta)["layers"])
+
+    positive = err("vdm", 1e-3) / err("vdm", 1e-4)
+    centered = err("vdm-centered", 1e-2) / err("vdm-centered", 1e-3)
+    assert 5 < positive < 20  # O(β): ten times the nudge, ten times the error
+    assert 50 < centered < 200  # O(β²)
+
+
+def test_seed_amplifier_sign_flaw_gives_minus_one_sixteenth_in_layer_one():
+    """With the seed's CCCS gain +1/A, VDM's layer-1 estimate behind a positive-gain amplifier is
+    −1/A² = −1/16 of the true gradient; layer 2 is right."""
+    g = np.random.RandomState(18).uniform(1e-4, 0.1, 9)[1:]
+    backend = SpiceBackend(builders.seed_xor(pairing=False))
+    ratios = _ratios(_report(backend, g, "vdm", 1e-7))
+    np.testing.assert_allclose(ratios[:6], -1 / 16, rtol=1e-3)
+    np.testing.assert_allclose(ratios[6:], 1.0, rtol=1e-3)
+    # With its drop/conductance pairing, only the edges paired with themselves keep the ratio.
+    paired = _ratios(_report(SpiceBackend(builders.seed_xor()), g, "vdm", 1e-7))
+    np.testing.assert_allclose(paired[[0, 5]], -1 / 16, rtol=1e-3)
+    assert not np.allclose(paired[1:5], -1 / 16, rtol=0.1)
+    backend.close()
+
+
+def test_reciprocal_amplifier_fixes_the_sign_flaw():
+    g = np.random.RandomState(18).uniform(1e-4, 0.1, 9)[1:]
+    ratios = _ratios(_report(TwinBackend(builders.xor()), g, "vdm", 1e-7))
+    np.testing.assert_allclose(ratios, 1.0, rtol=1e-3)
+
+
+def test_pcm_matches_the_seed_definition_by_hand():
+    """PCM's raw value for one edge, recomputed here from four operating points."""
+    net = builders.seed_xor()
+    backend = TwinBackend(net)
+    g = np.random.RandomState(18).uniform(1e-4, 0.1, 9)[1:]
+    x, t = XOR_01
+    beta, eps, k = 1e-6, 0.01, 6
+    backend.program(g)
+    raw = eqprop.measure(backend, g, x, t, "pcm", beta, eps).raw
+
+    def phase_powers(gv):
+        backend.program(gv)
+        free = backend.settle(x)
+        y = net.output_voltages(free.voltages)[0]
+        # The seed's nudge: β(t − y) drawn out of node 11.
+        nudged = backend.settle(x, {"11": -beta * (t[0] - y)})
+        return eqprop.absorbed_power(net, free, gv), eqprop.absorbed_power(net, nudged, gv)
+
+    pf, pn = phase_powers(g)
+    gk = g.copy()
+    gk[k] *= 1 + eps
+    pf_k, pn_k = phase_powers(gk)
+    dp_free, dp_nudged = (pf - pf_k) / (eps * g[k]), (pn - pn_k) / (eps * g[k])
+    seed_step = (5e-3 / beta) * (dp_nudged - dp_free)  # the seed's G += (alpha/beta)(dP_n − dP_f)
+    # ours: G −= η·raw with η = 2·alpha. PCM subtracts powers of ~1 W that differ by ~1e-10 W, so
+    # rounding in the solves (1e-16) already moves it by ~1e-6: agreement to 1e-5 is the floor.
+    assert -1e-2 * raw[k] == pytest.approx(seed_step, rel=1e-5)
+    assert -1e-2 * raw[k] != pytest.approx(-seed_step, rel=1e-5)
+
+
+def test_absorbed_power_balances_the_power_the_sources_deliver():
+    """Tellegen: what the elements absorb equals what the independent sources deliver."""
+    net = builders.seed_xor()
+    backend = TwinBackend(net)
+    g = np.random.default_rng(2).uniform(1e-3, 0.1, 8)
+    backend.program(g)
+    state = backend.settle(np.array([2.0, -2.0]))
+    index = {n: i for i, n in enumerate(net.nodes)}
+    v = state.voltages
+    delivered = -sum(v[index[s.node]] * i for s, i in zip(net.sources, state.source_currents, strict=True))
+    delivered -= sum(
+        c.v_high * ih + c.v_low * il for c, (ih, il) in zip(net.clamps, state.clamp_currents, strict=True)
+    )
+    unpaired = builders.seed_xor(pairing=False)
+    assert eqprop.absorbed_power(unpaired, state, g) == pytest.approx(delivered, rel=1e-10)
+
+
+def test_updates_respect_the_device_range_and_keep_signs():
+    net = builders.xor()
+    g = np.array([0.05, -0.05, 2e-4, 0.09, 3e-4, 0.05, 0.05, 0.05])
+    step = np.array([0.0, 0.0, 1.0, -1.0, 3.5e-3, 0.0, 0.0, 0.0])
+    new = eqprop.apply_update(net, g, step, np.full(8, 0.1), 1e-4, 0.1)
+    assert new[1] == -0.05 and new[3] == 0.1  # a negative weight stays negative; |g| ≤ g_max
+    assert new[2] == pytest.approx(-0.0998)  # a signed weight may cross zero: its source flips
+    assert new[4] == pytest.approx(-1e-4)  # and lands no nearer zero than g_min
+    unsigned = builders.layered(1, [1], 1)
+    h = np.full(len(unsigned.conductances), 1e-3)
+    clipped = eqprop.apply_update(unsigned, h, np.full(len(h), 1.0), np.full(len(h), 1.0), 1e-4, 0.1)
+    assert np.all(clipped == 1e-4)
