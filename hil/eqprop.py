@@ -52,18 +52,17 @@ def absorbed_power(network: Network, state: State, conductances: np.ndarray) -> 
     """Power absorbed by resistors, clamp diodes and amplifiers (independent sources excluded),
     as the seed's PCM computes it: from branch currents and node voltages, with its pairing of
     conductances and drops."""
-    index = network.node_index
     v = state.voltages
-    resistors = float(np.sum(np.abs(conductances) * drops(network, state)[network.pairing()] ** 2))
-    diodes = 0.0
-    for c, (i_high, i_low) in zip(network.clamps, state.clamp_currents.tolist(), strict=True):
-        vn = v[index[c.node]]
-        diodes += i_high * (vn - c.v_high) + i_low * (vn - c.v_low)
+    resistors = float((np.abs(conductances) * drops(network, state)[network.pairing] ** 2).sum())
+    node, v_high, v_low = network.clamp_map
+    vn = v[node]
+    diodes = float(
+        (state.clamp_currents[:, 0] * (vn - v_high) + state.clamp_currents[:, 1] * (vn - v_low)).sum()
+    )
     _, back = network.amplifier_gains(conductances)
-    amps = 0.0
-    for a, f, i_e in zip(network.amplifiers, back.tolist(), state.amplifier_currents.tolist(), strict=True):
-        amps += (v[index[a.node_out]] + v[index[a.node_in]] * f) * i_e
-    return resistors + float(diodes) + float(amps)
+    amp_in, amp_out = network.amplifier_nodes
+    amps = float(((v[amp_out] + v[amp_in] * back) * state.amplifier_currents).sum())
+    return resistors + diodes + amps
 
 
 def settle(backend: Backend, inputs: np.ndarray, nudges: dict[str, float] | None, phase: str) -> State:
@@ -94,7 +93,7 @@ def measure(
     s = net.nudge_sign
     free = settle(backend, inputs, None, "free")
     y = outputs(net, free)
-    pair = net.pairing()
+    pair = net.pairing
     if method == "vdm":
         plus = nudged(backend, inputs, targets, y, beta)
         raw = s * (drops(net, plus) ** 2 - drops(net, free) ** 2)[pair] / (2 * beta)

@@ -167,6 +167,23 @@ class Network:
         )
 
     @cached_property
+    def clamp_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per clamp: node index, v_high, v_low."""
+        return (
+            np.array([self.node_index[c.node] for c in self.clamps], dtype=int),
+            np.array([c.v_high for c in self.clamps]),
+            np.array([c.v_low for c in self.clamps]),
+        )
+
+    @cached_property
+    def amplifier_nodes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per amplifier: indices of its input and output nodes."""
+        return (
+            np.array([self.node_index[a.node_in] for a in self.amplifiers], dtype=int),
+            np.array([self.node_index[a.node_out] for a in self.amplifiers], dtype=int),
+        )
+
+    @cached_property
     def _signers(self) -> tuple[np.ndarray, np.ndarray]:
         """Per edge, the index of the source (or amplifier) its sign flips, else -1."""
         src = {s.name: i for i, s in enumerate(self.sources)}
@@ -203,9 +220,19 @@ class Network:
         """Per-edge factor from raw estimator to gradient."""
         return np.array([self.layer_compensation.get(g.layer, 1.0) for g in self.conductances])
 
+    @cached_property
     def pairing(self) -> np.ndarray:
+        """Per conductance, the conductance whose voltage drop its estimate uses."""
         n = len(self.conductances)
         return np.arange(n) if self.estimator_pairing is None else np.array(self.estimator_pairing)
+
+    @cached_property
+    def _source_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Source voltage = fixed + scale·inputs[index] (index 0 and scale 0 for biases)."""
+        fixed = np.array([s.value if s.input_index is None else 0.0 for s in self.sources])
+        index = np.array([s.input_index or 0 for s in self.sources], dtype=int)
+        scale = np.array([0.0 if s.input_index is None else s.scale for s in self.sources])
+        return fixed, index, scale
 
     def source_values(self, inputs: np.ndarray) -> np.ndarray:
         """Source voltages for one sample, before any sign flips from signed conductances."""
@@ -215,32 +242,41 @@ class Network:
                 f"sample has {inputs.shape[0] if inputs.ndim else 0} inputs, network "
                 f"'{self.name}' takes {self.n_inputs}: check the dataset against the circuit"
             )
-        return np.array(
-            [s.value if s.input_index is None else s.scale * inputs[s.input_index] for s in self.sources]
-        )
+        fixed, index, scale = self._source_map
+        return fixed + scale * inputs[index] if self.n_inputs else fixed.copy()
 
     def sign_multipliers(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(per-source, per-amplifier) multipliers ±1 from the signs of signed conductances."""
-        src = np.ones(len(self.sources))
-        amp = np.ones(len(self.amplifiers))
         negative = np.asarray(conductances) < 0
+        key = negative.tobytes()
+        if key in self._sign_memo:  # the training loop asks for the same signs thousands of times
+            return self._sign_memo[key]
         by_src, by_amp = self._signers
-        for target, owner in ((src, by_src), (amp, by_amp)):
-            for k in np.flatnonzero(negative & (owner >= 0)):
-                target[owner[k]] *= -1.0
-        return src, amp
+        # Each negative weight flips its element once: the sign is the parity of the flips.
+        flips_src = np.bincount(by_src[negative & (by_src >= 0)], minlength=len(self.sources))
+        flips_amp = np.bincount(by_amp[negative & (by_amp >= 0)], minlength=len(self.amplifiers))
+        result = (1.0 - 2.0 * (flips_src % 2), 1.0 - 2.0 * (flips_amp % 2))
+        if len(self._sign_memo) < 1024:
+            self._sign_memo[key] = result
+        return result
+
+    @cached_property
+    def _sign_memo(self) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
+        return {}
 
     def amplifier_gains(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(forward, backward) gains of every amplifier for these (signed) conductances."""
         _, amp_sign = self.sign_multipliers(conductances)
-        fwd = np.array([a.gain for a in self.amplifiers]) * amp_sign
-        bwd = np.array(
-            [
-                a.backward_gain * (s if a.backward_follows_sign else 1.0)
-                for a, s in zip(self.amplifiers, amp_sign, strict=True)
-            ]
+        gain, backward, follows = self._amplifier_table
+        return gain * amp_sign, backward * np.where(follows, amp_sign, 1.0)
+
+    @cached_property
+    def _amplifier_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.array([a.gain for a in self.amplifiers], dtype=float),
+            np.array([a.backward_gain for a in self.amplifiers], dtype=float),
+            np.array([a.backward_follows_sign for a in self.amplifiers], dtype=bool),
         )
-        return fwd, bwd
 
     @cached_property
     def _output_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

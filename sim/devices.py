@@ -64,9 +64,11 @@ class DiodeAtTemperature:
         return np.array(cd), np.array(gd)
 
     def limit(self, vnew: np.ndarray, vold: np.ndarray) -> np.ndarray:
-        """DEVpnjlim: keep a Newton step on the exponential from overshooting."""
+        """DEVpnjlim: keep a Newton step on the exponential from overshooting. Returns `vnew`
+        itself when no junction needed limiting."""
         vt, vcrit = self.vte, self.vcrit
         out = np.asarray(vnew, dtype=float).tolist()
+        changed = False
         for i, (v, old) in enumerate(zip(out, np.asarray(vold, dtype=float).tolist(), strict=True)):
             if v > vcrit and abs(v - old) > 2.0 * vt:
                 if old > 0.0:
@@ -78,7 +80,10 @@ class DiodeAtTemperature:
                     )
                 else:
                     out[i] = vt * math.log(v / vt)
+                changed = True
             elif v < 0.0:
                 floor = -old - 1.0 if old > 0.0 else 2.0 * old - 1.0
-                out[i] = max(v, floor)
-        return np.array(out)
+                if v < floor:
+                    out[i] = floor
+                    changed = True
+        return np.array(out) if changed else vnew

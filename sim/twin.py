@@ -16,6 +16,10 @@ from sim.devices import DEFAULT_GMIN, DiodeAtTemperature
 
 MAX_ITERATIONS = 200
 CONVERGED_STEP = 1e-9  # V
+MAX_STEP = 1e6  # V: a Newton step this large means the circuit has no sensible equilibrium
+# Current into the + terminal of a clamp's offset sources: the high diode's current flows in, the
+# low diode's flows out.
+_CLAMP_SIGN = np.array([1.0, -1.0])
 
 
 class TwinBackend:
@@ -77,11 +81,14 @@ class TwinBackend:
             self._gains_key = key
             self._gain, self._back = gain, back
             self._amplifier_maps()
-        gn = self._inc.T @ (np.abs(g)[:, None] * self._inc)
-        gn[np.diag_indices(self._n)] += self._loads
-        self._gn = gn
-        self._a = self._m @ gn @ self._t
+        self._mag = np.abs(g)
+        # M·Gn·T with Gn = incᵀ·diag(|g|)·inc + diag(loads), without forming Gn.
+        self._a = (self._p * self._mag) @ self._q + self._a_loads
         return g
+
+    def _leaving(self, v: np.ndarray) -> np.ndarray:
+        """Current from each node into its conductances and loads."""
+        return self._inc.T @ (self._mag * (self._inc @ v)) + self._loads * v
 
     def _amplifier_maps(self) -> None:
         n, nf = self._n, self._nf
@@ -98,6 +105,9 @@ class TwinBackend:
         self._t, self._m = t, m
         self._b = m @ self._dv.T
         self._c = self._dv @ t
+        self._p = m @ self._inc.T
+        self._q = self._inc @ t
+        self._a_loads = (m * self._loads) @ t
 
     def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
         net = self.network
@@ -111,7 +121,7 @@ class TwinBackend:
         inj = np.zeros(n)
         for node, current in (nudge_currents or {}).items():
             inj[self._index[node]] += current
-        r0 = self._m @ (self._gn @ c - inj)
+        r0 = self._m @ (self._leaving(c) - inj)
         d0 = self._dv @ c + self._dv0
         key = np.asarray(inputs, dtype=float).tobytes()
         u = self._solve(r0, d0, warm=self._warm.get(key))
@@ -149,34 +159,32 @@ class TwinBackend:
         consistent = warm is not None
         for _ in range(MAX_ITERATIONS):
             cd, gd = diode.current(vd_at)
-            jac = a + (b * gd) @ cmat
-            rhs = -(r0 + b @ (cd + gd * (d0 - vd_at)))
             try:
-                u_new = np.linalg.solve(jac, rhs)
+                u_new = np.linalg.solve(a + (b * gd) @ cmat, -(r0 + b @ (cd + gd * (d0 - vd_at))))
             except np.linalg.LinAlgError as exc:
                 raise ConvergenceError(
                     "singular nodal matrix: a node has no DC path (check the circuit)"
                 ) from exc
-            if not np.all(np.isfinite(u_new)):
-                break
-            step = float(np.abs(u_new - u).max()) if self._nf else 0.0
+            step = float(abs(u_new - u).max()) if self._nf else 0.0
             u = u_new
-            # A full Newton step of ≤ 1 nV leaves an error of order (1 nV)²/vte: far below 1e-15 V.
+            if not step < MAX_STEP:  # also catches NaN
+                break
+            # After a full Newton step s the error is about s²/(2·vte): 1e-17 V for s = 1 nV.
             if consistent and step <= CONVERGED_STEP:
                 return u
             vd = cmat @ u + d0
             vd_at = diode.limit(vd, vd_at)
-            consistent = bool(np.array_equal(vd_at, vd))
+            consistent = vd_at is vd
         raise ConvergenceError(f"Newton did not converge in {MAX_ITERATIONS} iterations")
 
     def _state(self, v: np.ndarray, inj: np.ndarray) -> State:
         vd = self._dv @ v + self._dv0
         cd, _ = self.diode.current(vd)
-        leaving = self._gn @ v + self._dv.T @ cd - inj
+        leaving = self._leaving(v) + self._dv.T @ cd - inj
         amp_current = -leaving[self._amp_out]  # into the VCVS's + terminal
         total = leaving.copy()
         # A CCCS sinks backward_gain × I(E) from its input node.
         np.add.at(total, self._amp_in, self._back * amp_current)
         src_current = -total[self._src_nodes]
-        clamp = np.column_stack([cd[0::2], -cd[1::2]]) if len(cd) else np.zeros((0, 2))
+        clamp = cd.reshape(-1, 2) * _CLAMP_SIGN
         return State(v, src_current, clamp, amp_current)
