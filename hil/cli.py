@@ -7,7 +7,7 @@ import datetime as _dt
 import json
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,15 +58,24 @@ def _sample(experiment: config_mod.Experiment, index: int) -> tuple[np.ndarray, 
 
 
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+def _stop_between_samples() -> Iterator[Callable[[], None]]:
+    """SIGTERM and Ctrl-C only set a flag; the returned check raises `Interrupted` between two
+    samples, so no phase, update or log write is cut in half."""
+    caught: list[str] = []
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def handler(signum: int, frame: object) -> None:
+        caught.append(signal.Signals(signum).name)
+
+    def check() -> None:
+        if caught:
+            raise Interrupted(caught[0])
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield check
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -83,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = None
     status = "failed"
     try:
-        with _terminate_as_interrupt():
+        with _stop_between_samples() as stop_if_asked:
             log = runlog.RunLog(
                 out,
                 experiment.to_toml(),
@@ -102,7 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 desc=f"training {backend.network.name}",
             )
             records = train.train(
-                backend, data, g0, hyper, on_epoch=log.epoch, on_sample=lambda: bar.update(1)
+                backend,
+                data,
+                g0,
+                hyper,
+                on_epoch=log.epoch,
+                on_sample=lambda: (bar.update(1), stop_if_asked()),
             )
             bar.close()
             status = "completed"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hil.interface import Backend, BackendError, State
+from hil.interface import Backend, BackendError, ConvergenceError, State
 from hil.network import Network
 
 METHODS = ("vdm", "vdm-centered", "pcm")
@@ -182,6 +182,10 @@ def apply_update(
     g_max: float,
 ) -> np.ndarray:
     """g ← clip(g − η_layer·∂L/∂g). `estimate` is with respect to |g|; ∂L/∂g = sign(g)·estimate."""
+    if not np.all(np.isfinite(estimate)):
+        raise ConvergenceError(
+            "the gradient estimate is not finite: check the circuit and the solver tolerances"
+        )
     return clip_conductances(g - learning_rates * np.sign(g) * estimate, network.signed, g_min, g_max)
 
 

@@ -82,3 +82,21 @@ def test_shuffled_epochs_visit_every_sample(configs):
         configs / "xor.toml", training={"epochs": 3, "shuffle": True, "seed": 4}, backend={"name": "numeric"}
     )
     assert all(np.all(r.sample_losses > 0) for r in records)
+
+
+def test_a_solver_failure_names_the_epoch_sample_and_phase():
+    from hil.datasets import Dataset
+    from hil.interface import ConvergenceError
+    from hil.network import Conductance, Network, Output, VoltageSource
+    from sim.twin import TwinBackend
+
+    net = Network(
+        name="floating",
+        conductances=[Conductance("R1", "a", "b", 1), Conductance("R2", "c", "d", 1)],
+        sources=[VoltageSource("Va", "a", input_index=0)],
+        outputs=[Output("d")],
+        n_inputs=1,
+    )
+    data = Dataset("one", np.array([[1.0]]), np.array([[0.5]]), (0.0, 1.0))
+    with pytest.raises(ConvergenceError, match=r"epoch 1, sample 0, free phase: singular"):
+        train.train(TwinBackend(net), data, np.array([1e-3, 1e-3]), train.Hyper(epochs=1))
