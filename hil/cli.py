@@ -223,54 +223,55 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hil", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str, detail: str, sample: bool = True
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=summary, description=detail)
         sp.add_argument("config", help="experiment config (TOML)")
         sp.add_argument("--backend", choices=("spice", "numeric"), help="override [backend] name")
+        if sample:
+            sp.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
+        sp.set_defaults(run=run)
+        return sp
 
-    t = sub.add_parser(
+    t = command(
         "train",
-        help="train a network and write an HDF5 run log",
-        description="Train a network; write the run log (HDF5) as epochs finish.",
+        cmd_train,
+        "train a network and write an HDF5 run log",
+        "Train a network; write the run log (HDF5) as epochs finish.",
+        sample=False,
     )
-    common(t)
     t.add_argument("--out", help="run log path (default runs/<config>-<time>.h5)")
     t.add_argument("--epochs", type=int, help="override [training] epochs")
     t.add_argument("--seed", type=int, help="override the conductance and training seeds")
     t.add_argument("--force", action="store_true", help="replace an existing run log")
-    t.set_defaults(run=cmd_train)
 
-    n = sub.add_parser(
+    n = command(
         "netlist",
-        help="print a standalone ngspice netlist",
-        description="Print a netlist that `ngspice -b` runs (.op), at the initial conductances.",
+        cmd_netlist,
+        "print a standalone ngspice netlist",
+        "Print a netlist that `ngspice -b` runs (.op), at the initial conductances.",
     )
-    common(n)
-    n.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
     n.add_argument("--phase", choices=("free", "nudged"), default="free")
-    n.set_defaults(run=cmd_netlist)
 
-    s = sub.add_parser(
+    s = command(
         "solve",
-        help="node voltages of the free phase",
-        description="Solve the free phase at the initial conductances; print node voltages.",
+        cmd_solve,
+        "node voltages of the free phase",
+        "Solve the free phase at the initial conductances; print node voltages.",
     )
-    common(s)
-    s.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
     s.add_argument("--json", action="store_true", help='print {"nodes": {name: volts}}')
-    s.set_defaults(run=cmd_solve)
 
-    g = sub.add_parser(
+    g = command(
         "gradcheck",
-        help="compare an estimator with finite differences",
-        description="Per conductance: raw estimator, compensated estimate, finite-difference "
-        "gradient of L = ½Σ(t − y)²; per layer: relative error and cosine.",
+        cmd_gradcheck,
+        "compare an estimator with finite differences",
+        "Per conductance: raw estimator, compensated estimate, finite-difference gradient of "
+        "L = ½Σ(t − y)²; per layer: relative error and cosine.",
     )
-    common(g)
     g.add_argument("--beta", type=float, help="nudge strength in A/V (default: the config's)")
     g.add_argument("--method", choices=eqprop.METHODS, help="estimator (default: the config's)")
-    g.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
-    g.set_defaults(run=cmd_gradcheck)
     return p
 
 

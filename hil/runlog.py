@@ -41,6 +41,7 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
         found["PySpice"] = metadata.version("PySpice")
     except metadata.PackageNotFoundError:
         found["PySpice"] = "not installed"
+    found["ngspice"] = "not used by this backend"
     found.update(extra or {})
     return found
 
