@@ -219,20 +219,34 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- parser
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    summary: str,
+    detail: str,
+    sample: bool = True,
+) -> argparse.ArgumentParser:
+    """A subcommand taking CONFIG and --backend (and --sample unless told not to)."""
+    sp = sub.add_parser(name, help=summary, description=detail)
+    sp.add_argument("config", help="experiment config (TOML)")
+    sp.add_argument("--backend", choices=("spice", "numeric"), help="override [backend] name")
+    if sample:
+        sp.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
+    sp.set_defaults(run=run)
+    return sp
+
+
 def parser() -> argparse.ArgumentParser:
+    from hil import study_cli
+
     p = argparse.ArgumentParser(prog="hil", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
         name: str, run: Callable[[argparse.Namespace], int], summary: str, detail: str, sample: bool = True
     ) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=summary, description=detail)
-        sp.add_argument("config", help="experiment config (TOML)")
-        sp.add_argument("--backend", choices=("spice", "numeric"), help="override [backend] name")
-        if sample:
-            sp.add_argument("--sample", type=int, default=0, help="dataset sample index (default 0)")
-        sp.set_defaults(run=run)
-        return sp
+        return add_command(sub, name, run, summary, detail, sample)
 
     t = command(
         "train",
@@ -272,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--beta", type=float, help="nudge strength in A/V (default: the config's)")
     g.add_argument("--method", choices=eqprop.METHODS, help="estimator (default: the config's)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
+    study_cli.register(sub)
     return p
 
 
