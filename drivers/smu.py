@@ -1,0 +1,288 @@
+"""Source-measure units: Keithley 2450 (SCPI), Keithley 2600B (TSP, smua/smub), Keysight B2900
+(SCPI, channels 1–2). Each class lists its commands, one line each, as in the manual; the role
+methods (`drivers.roles.SourceMeter`) are shared by `SmuRole`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from drivers.instrument import (
+    Channel,
+    Control,
+    Instrument,
+    InstrumentError,
+    measurement,
+    on_off,
+    strict_range,
+    strict_set,
+)
+from drivers.transport import LineFormat, Transport
+
+
+class SmuRole:
+    """The `SourceMeter` role on top of a model's controls.
+
+    A model defines the controls `function`, `voltage`, `current`, `current_limit`,
+    `voltage_limit`, `output_state`, `measured_voltage`, `measured_current`, `current_tripped`,
+    `voltage_tripped`, and the values `VOLTS` and `AMPS` its `function` takes.
+    """
+
+    VOLTS: ClassVar[str]
+    AMPS: ClassVar[str]
+    mode: str | None = None  # "V" or "I" once configured
+
+    def source_voltage(self, current_limit: float) -> None:
+        self.current_limit = current_limit  # compliance before anything can drive the load
+        self.function = self.VOLTS
+        self.voltage = 0.0
+        self.mode = "V"
+
+    def source_current(self, voltage_limit: float) -> None:
+        self.voltage_limit = voltage_limit
+        self.function = self.AMPS
+        self.current = 0.0
+        self.mode = "I"
+
+    def set_level(self, value: float) -> None:
+        if self.mode == "V":
+            self.voltage = value
+        elif self.mode == "I":
+            self.current = value
+        else:
+            raise InstrumentError(f"{self.name}: set a source function before a level")
+
+    def output(self, on: bool) -> None:
+        self.output_state = on
+
+    def measure_voltage(self) -> float:
+        return self.measured_voltage
+
+    def measure_current(self) -> float:
+        return self.measured_current
+
+    def tripped(self) -> bool:
+        if self.mode == "V":
+            return bool(self.current_tripped)
+        if self.mode == "I":
+            return bool(self.voltage_tripped)
+        return False
+
+    def safe(self) -> None:
+        if self.mode is not None:
+            self.set_level(0.0)
+        self.output(False)
+
+
+# ---------------------------------------------------------------------------------------- Keithley 2450
+class Keithley2450(SmuRole, Instrument):
+    """Keithley 2450 in its SCPI command set (`*LANG?` must answer SCPI, not TSP or SCPI2400)."""
+
+    model = "MODEL 2450"
+    line = LineFormat("\n", "\n", 5.0)
+    VOLTS, AMPS = "VOLT", "CURR"
+
+    function = Control(
+        ":SOUR:FUNC?", ":SOUR:FUNC {value}", "Source function.", strict_set(("VOLT", "CURR")), str
+    )
+    voltage = Control(
+        ":SOUR:VOLT?", ":SOUR:VOLT {value}", "Forced voltage, V.", strict_range(-210, 210, " V")
+    )
+    current = Control(
+        ":SOUR:CURR?", ":SOUR:CURR {value}", "Forced current, A.", strict_range(-1.05, 1.05, " A")
+    )
+    current_limit = Control(
+        ":SOUR:VOLT:ILIM?",
+        ":SOUR:VOLT:ILIM {value}",
+        "Compliance while forcing V, A.",
+        strict_range(1e-9, 1.05),
+    )
+    voltage_limit = Control(
+        ":SOUR:CURR:VLIM?",
+        ":SOUR:CURR:VLIM {value}",
+        "Compliance while forcing I, V.",
+        strict_range(0.02, 210),
+    )
+    nplc = Control(
+        ":SENS:CURR:NPLC?", ":SENS:CURR:NPLC {value}", "Integration time, PLC.", strict_range(0.01, 10)
+    )
+    output_state = Control(
+        ":OUTP?",
+        ":OUTP {value}",
+        "Output relay.",
+        strict_set((True, False)),
+        on_off,
+        lambda v: "ON" if v else "OFF",
+    )
+    measured_voltage = measurement(":MEAS:VOLT?", "A voltage reading, V.")
+    measured_current = measurement(":MEAS:CURR?", "A current reading, A.")
+    current_tripped = measurement(":SOUR:VOLT:ILIM:TRIP?", "In current compliance.", on_off)
+    voltage_tripped = measurement(":SOUR:CURR:VLIM:TRIP?", "In voltage compliance.", on_off)
+    language = measurement("*LANG?", "Command set in use.", str)
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        Instrument.__init__(self, transport, name)
+
+    def identify(self) -> str:
+        idn = Instrument.identify(self)
+        if self.language != "SCPI":
+            raise InstrumentError(
+                f"{self.name}: the 2450 runs a command set other than SCPI: choose SCPI in its System menu"
+            )
+        return idn
+
+
+# ---------------------------------------------------------------------------------------- Keithley 2600B
+class Keithley2600B(Instrument):
+    """Keithley 2600B series in TSP; each of smua, smub is a `SourceMeter` (`channel("a")`)."""
+
+    model = "Model 26"
+    line = LineFormat("\n", "\n", 5.0)
+    error_query = "print(errorqueue.next())"
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        super().__init__(transport, name)
+        self._channels: dict[str, Keithley2600BChannel] = {}
+
+    def parse_error(self, reply: str) -> tuple[int, str]:
+        """`errorqueue.next()` prints code, message, severity and node, tab-separated."""
+        fields = reply.split("\t")
+        return int(float(fields[0])), fields[1].strip() if len(fields) > 1 else ""
+
+    def channel(self, ch: str) -> Keithley2600BChannel:
+        if ch not in ("a", "b"):
+            raise ValueError(f"{self.name}: channel {ch!r} does not exist: a 2600B has channels a and b")
+        return self._channels.setdefault(ch, Keithley2600BChannel(self, ch))
+
+
+class Keithley2600BChannel(SmuRole, Channel):
+    VOLTS, AMPS = "1", "0"  # smuX.OUTPUT_DCVOLTS, smuX.OUTPUT_DCAMPS
+
+    function = Control(
+        "print(smu{ch}.source.func)",
+        "smu{ch}.source.func = {value}",
+        "1 volts, 0 amps.",
+        strict_set(("1", "0")),
+        lambda r: str(int(float(r))),
+    )
+    voltage = Control(
+        "print(smu{ch}.source.levelv)",
+        "smu{ch}.source.levelv = {value}",
+        "Forced V.",
+        strict_range(-200, 200, " V"),
+    )
+    current = Control(
+        "print(smu{ch}.source.leveli)",
+        "smu{ch}.source.leveli = {value}",
+        "Forced A.",
+        strict_range(-1.5, 1.5, " A"),
+    )
+    current_limit = Control(
+        "print(smu{ch}.source.limiti)",
+        "smu{ch}.source.limiti = {value}",
+        "Current compliance, A.",
+        strict_range(1e-10, 1.5),
+    )
+    voltage_limit = Control(
+        "print(smu{ch}.source.limitv)",
+        "smu{ch}.source.limitv = {value}",
+        "Voltage compliance, V.",
+        strict_range(0.02, 200),
+    )
+    nplc = Control(
+        "print(smu{ch}.measure.nplc)",
+        "smu{ch}.measure.nplc = {value}",
+        "Integration, PLC.",
+        strict_range(0.001, 25),
+    )
+    output_state = Control(
+        "print(smu{ch}.source.output)",
+        "smu{ch}.source.output = {value}",
+        "Output.",
+        strict_set((True, False)),
+        lambda r: float(r) != 0,
+        lambda v: "1" if v else "0",
+    )
+    measured_voltage = measurement("print(smu{ch}.measure.v())", "A voltage reading, V.")
+    measured_current = measurement("print(smu{ch}.measure.i())", "A current reading, A.")
+    compliance = measurement("print(smu{ch}.source.compliance)", "At a limit.", lambda r: r.strip() == "true")
+
+    @property
+    def current_tripped(self) -> bool:
+        return self.compliance
+
+    @property
+    def voltage_tripped(self) -> bool:
+        return self.compliance
+
+    def identify(self) -> str:
+        return self.parent.identify()
+
+    def check_errors(self) -> None:
+        self.parent.check_errors()
+
+
+# ---------------------------------------------------------------------------------------- Keysight B2900
+class KeysightB2900(Instrument):
+    """Keysight B2900 series (B2901A … B2912A) in SCPI; channels 1 and 2 (`channel("1")`)."""
+
+    model = "B29"
+    line = LineFormat("\n", "\n", 5.0)
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        super().__init__(transport, name)
+        self._channels: dict[str, KeysightB2900Channel] = {}
+
+    def channel(self, ch: str) -> KeysightB2900Channel:
+        if ch not in ("1", "2"):
+            raise ValueError(f"{self.name}: channel {ch!r} does not exist: a B2900 has channels 1 and 2")
+        return self._channels.setdefault(ch, KeysightB2900Channel(self, ch))
+
+
+class KeysightB2900Channel(SmuRole, Channel):
+    VOLTS, AMPS = "VOLT", "CURR"
+
+    function = Control(
+        ":SOUR{ch}:FUNC:MODE?",
+        ":SOUR{ch}:FUNC:MODE {value}",
+        "Source function.",
+        strict_set(("VOLT", "CURR")),
+        str,
+    )
+    voltage = Control(":SOUR{ch}:VOLT?", ":SOUR{ch}:VOLT {value}", "Forced V.", strict_range(-210, 210, " V"))
+    current = Control(
+        ":SOUR{ch}:CURR?", ":SOUR{ch}:CURR {value}", "Forced A.", strict_range(-3.03, 3.03, " A")
+    )
+    current_limit = Control(
+        ":SENS{ch}:CURR:PROT?",
+        ":SENS{ch}:CURR:PROT {value}",
+        "Current compliance, A.",
+        strict_range(1e-9, 3.03),
+    )
+    voltage_limit = Control(
+        ":SENS{ch}:VOLT:PROT?",
+        ":SENS{ch}:VOLT:PROT {value}",
+        "Voltage compliance, V.",
+        strict_range(0.02, 210),
+    )
+    nplc = Control(
+        ":SENS{ch}:CURR:NPLC?", ":SENS{ch}:CURR:NPLC {value}", "Integration, PLC.", strict_range(4e-4, 100)
+    )
+    output_state = Control(
+        ":OUTP{ch}?",
+        ":OUTP{ch} {value}",
+        "Output.",
+        strict_set((True, False)),
+        on_off,
+        lambda v: "ON" if v else "OFF",
+    )
+    measured_voltage = measurement(":MEAS:VOLT? (@{ch})", "A voltage reading, V.")
+    measured_current = measurement(":MEAS:CURR? (@{ch})", "A current reading, A.")
+    current_tripped = measurement(":SENS{ch}:CURR:PROT:TRIP?", "In current compliance.", on_off)
+    voltage_tripped = measurement(":SENS{ch}:VOLT:PROT:TRIP?", "In voltage compliance.", on_off)
+
+    def identify(self) -> str:
+        return self.parent.identify()
+
+    def check_errors(self) -> None:
+        self.parent.check_errors()

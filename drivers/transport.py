@@ -1,0 +1,179 @@
+"""Byte pipes to instruments: VISA sessions (pyvisa over pyvisa-py), serial lines (pyserial), and
+a scripted pipe for protocol tests.
+
+A transport moves one line at a time; terminators and timeouts come from the driver. Every
+transport counts what crossed it, so benchmarks can report round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class TransportError(ConnectionError):
+    """The instrument could not be reached or did not answer."""
+
+
+@dataclass
+class Traffic:
+    writes: int = 0  # lines sent that expect no answer
+    queries: int = 0  # round trips: a line sent and a line read back
+
+    def reset(self) -> None:
+        self.writes = self.queries = 0
+
+
+class Transport(Protocol):
+    traffic: Traffic
+
+    def write(self, line: str) -> None: ...
+
+    def query(self, line: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LineFormat:
+    """How a driver's lines end and how long it waits for an answer."""
+
+    write_termination: str = "\n"
+    read_termination: str = "\n"
+    timeout_s: float = 5.0
+
+
+class VisaTransport:
+    """A VISA resource through the pure-Python pyvisa-py backend, e.g.
+    `TCPIP::192.168.0.20::5025::SOCKET` or `TCPIP::192.168.0.21::INSTR`."""
+
+    def __init__(self, address: str, line: LineFormat) -> None:
+        import pyvisa
+
+        self.traffic = Traffic()
+        self.address = address
+        try:
+            self._rm = pyvisa.ResourceManager("@py")
+            self._res = self._rm.open_resource(
+                address,
+                write_termination=line.write_termination,
+                read_termination=line.read_termination,
+                timeout=int(line.timeout_s * 1000),
+            )
+        except Exception as exc:  # pyvisa raises several unrelated types for a bad address
+            raise TransportError(f"cannot open {address}: {exc}") from exc
+
+    def write(self, line: str) -> None:
+        try:
+            self._res.write(line)
+        except Exception as exc:
+            raise TransportError(f"{self.address}: write {line!r} failed: {exc}") from exc
+        self.traffic.writes += 1
+
+    def query(self, line: str) -> str:
+        try:
+            reply = self._res.query(line)
+        except Exception as exc:
+            raise TransportError(f"{self.address}: no answer to {line!r}: {exc}") from exc
+        self.traffic.queries += 1
+        return reply.strip()
+
+    def close(self) -> None:
+        try:
+            self._res.close()
+        finally:
+            self._rm.close()
+
+
+class SerialTransport:
+    """A serial line through pyserial: a device (`/dev/ttyACM0`) or a URL (`socket://host:port`)."""
+
+    def __init__(self, url: str, line: LineFormat, baudrate: int = 115200) -> None:
+        import serial
+
+        self.traffic = Traffic()
+        self.address = url
+        self._line = line
+        try:
+            self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=line.timeout_s)
+        except Exception as exc:  # SerialException, ValueError for a malformed URL, OSError
+            raise TransportError(f"cannot open {url}: {exc}") from exc
+        self._buffer = b""
+
+    def write(self, line: str) -> None:
+        self._send(line)
+        self.traffic.writes += 1
+
+    def query(self, line: str) -> str:
+        self._send(line)
+        reply = self._read_line()
+        self.traffic.queries += 1
+        return reply
+
+    def close(self) -> None:
+        self._port.close()
+
+    def _send(self, line: str) -> None:
+        try:
+            self._port.write((line + self._line.write_termination).encode("ascii"))
+        except Exception as exc:
+            raise TransportError(f"{self.address}: write {line!r} failed: {exc}") from exc
+
+    def _read_line(self) -> str:
+        end = self._line.read_termination.encode("ascii")
+        while end not in self._buffer:
+            chunk = self._port.read(max(1, self._port.in_waiting or 1))
+            if not chunk:
+                raise TransportError(f"{self.address}: no answer within {self._line.timeout_s} s")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(end)
+        return line.decode("ascii").strip()
+
+
+class ProtocolMismatch(AssertionError):
+    """A driver sent something the scripted exchange did not expect."""
+
+
+@dataclass
+class ScriptedTransport:
+    """For protocol tests: the exact exchange a driver must have, as (sent, reply) pairs, reply
+    None for a write. Every pair must be consumed, in order; `assert_done` checks the rest."""
+
+    exchange: Sequence[tuple[str, str | None]]
+    traffic: Traffic = field(default_factory=Traffic)
+    position: int = 0
+
+    def write(self, line: str) -> None:
+        self._expect(line, query=False)
+        self.traffic.writes += 1
+
+    def query(self, line: str) -> str:
+        reply = self._expect(line, query=True)
+        self.traffic.queries += 1
+        assert reply is not None
+        return reply
+
+    def close(self) -> None:
+        pass
+
+    def assert_done(self) -> None:
+        if self.position != len(self.exchange):
+            left = [sent for sent, _ in self.exchange[self.position :]]
+            raise ProtocolMismatch(f"expected exchanges not made: {left}")
+
+    def _expect(self, line: str, query: bool) -> str | None:
+        if self.position >= len(self.exchange):
+            raise ProtocolMismatch(f"unexpected {'query' if query else 'write'} {line!r}: script is done")
+        sent, reply = self.exchange[self.position]
+        if line != sent:
+            raise ProtocolMismatch(f"exchange {self.position}: sent {line!r}, expected {sent!r}")
+        if query != (reply is not None):
+            kind = "a query" if reply is not None else "a write"
+            raise ProtocolMismatch(f"exchange {self.position}: {line!r} should be {kind}")
+        self.position += 1
+        return reply
+
+
+def scripted(pairs: Iterable[tuple[str, str | None]]) -> ScriptedTransport:
+    return ScriptedTransport(list(pairs))

@@ -1,0 +1,135 @@
+"""The emulated crossbar: the network's fixed parts (clamps, amplifiers, loads) wired to the
+instruments' state, solved by the numerical twin whenever an instrument is read after a change.
+
+What an SMU forces and reads depends on the relays closed and the pot codes written: an SMU
+reaches a node only through its hard-wired connection or a closed crosspoint; a trainable
+conductance is the conductance of its pot channel at the written code; an amplifier's polarity
+follows its inverting relay. Compliance is modelled as a flag plus a folded-back reading (a
+voltage source over its current limit reads a voltage scaled down by limit/|I|), enough for the
+bench to see a trip; the circuit is not re-solved at the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hil.network import Amplifier, Conductance, Network, VoltageSource
+from sim.twin import TwinBackend
+from sim.virtual.state import BenchState
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """How the instruments meet the board."""
+
+    hardwired: dict[str, str] = field(default_factory=dict)  # SMU channel key -> node
+    # (matrix, crosspoint) -> ("smu", channel key, node) or ("invert", amplifier name, "")
+    crosspoints: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
+    pots: dict[str, tuple[str, int]] = field(default_factory=dict)  # edge -> (bank, channel)
+    pot_conductance: Callable[[str, int, int], float] = lambda bank, channel, code: 1e-3
+
+
+class EmulatedCircuit:
+    def __init__(self, network: Network, wiring: Wiring, bench: BenchState) -> None:
+        self.network = network
+        self.wiring = wiring
+        self.bench = bench
+        self._solved_version = -1
+        self._readings: dict[str, tuple[float, float, bool]] = {}
+        self._twins: dict[tuple, tuple[TwinBackend, list[str]]] = {}
+        self.solves = 0
+
+    def reading(self, key: str) -> tuple[float, float, bool]:
+        """(V at the channel's terminal, current out of it into the board, in compliance)."""
+        with self.bench.lock:
+            if self.bench.version != self._solved_version:
+                self._solve()
+                self._solved_version = self.bench.version
+            return self._readings.get(key, (0.0, 0.0, False))
+
+    # ------------------------------------------------------------------ solving
+    def _connections(self) -> tuple[dict[str, str], set[str]]:
+        attached = dict(self.wiring.hardwired)
+        inverted: set[str] = set()
+        for matrix, relays in self.bench.relays.items():
+            for channel in relays.closed:
+                kind, what, node = self.wiring.crosspoints.get((matrix, channel), ("", "", ""))
+                if kind == "smu":
+                    attached[what] = node
+                elif kind == "invert":
+                    inverted.add(what)
+        return attached, inverted
+
+    def _conductances(self) -> np.ndarray:
+        out = np.empty(len(self.network.conductances))
+        for k, edge in enumerate(self.network.conductances):
+            bank, channel = self.wiring.pots[edge.name]
+            code = self.bench.pots[bank].codes[channel]
+            out[k] = self.wiring.pot_conductance(bank, channel, code)
+        return out
+
+    def _twin(self, driven: tuple[str, ...], inverted: frozenset[str]) -> tuple[TwinBackend, list[str]]:
+        key = (driven, inverted)
+        if key not in self._twins:
+            net = self.network
+            amps = []
+            for a in net.amplifiers:
+                sign = -1.0 if a.name in inverted else 1.0
+                back = a.backward_gain * (sign if a.backward_follows_sign else 1.0)
+                amps.append(
+                    Amplifier(a.name, a.node_in, a.node_out, a.gain * sign, back, a.backward_follows_sign)
+                )
+            board = Network(
+                name=f"{net.name} on the bench",
+                conductances=[Conductance(c.name, c.a, c.b, c.layer) for c in net.conductances],
+                sources=[VoltageSource(f"VSMU{i}", node, input_index=i) for i, node in enumerate(driven)],
+                clamps=net.clamps,
+                amplifiers=amps,
+                loads=net.loads,
+                outputs=net.outputs,
+                diode_model=net.diode_model,
+                temperature=net.temperature,
+                n_inputs=len(driven),
+            )
+            self._twins[key] = (TwinBackend(board), board.nodes)
+        return self._twins[key]
+
+    def _solve(self) -> None:
+        attached, inverted = self._connections()
+        smus = self.bench.smus
+        forcing_v = {k: n for k, n in attached.items() if smus[k].output and smus[k].function == "V"}
+        driven = tuple(sorted(set(forcing_v.values())))
+        levels: dict[str, list[float]] = {}
+        for k, node in forcing_v.items():
+            levels.setdefault(node, []).append(smus[k].level)
+        injected: dict[str, float] = {}
+        for k, node in attached.items():
+            if smus[k].output and smus[k].function == "I":
+                injected[node] = injected.get(node, 0.0) + smus[k].level
+        twin, nodes = self._twin(driven, frozenset(inverted))
+        twin.program(self._conductances())
+        state = twin.settle(np.array([levels[n][0] for n in driven]), injected)
+        self.solves += 1
+        volts = dict(zip(nodes, state.voltages.tolist(), strict=True))
+        delivered = {n: -i for n, i in zip(driven, state.source_currents.tolist(), strict=True)}
+        readings: dict[str, tuple[float, float, bool]] = {}
+        for k, s in smus.items():
+            node = attached.get(k)
+            if node is None:
+                readings[k] = (0.0, 0.0, False)
+            elif not s.output:
+                readings[k] = (volts[node], 0.0, False)  # output off: high impedance, reads the node
+            elif s.function == "V":
+                shorted = len(set(levels[node])) > 1  # two sources fighting on one node
+                current = delivered[node] / len(levels[node])
+                over = shorted or abs(current) > s.current_limit
+                v = volts[node] * (s.current_limit / abs(current) if over and current else 1.0)
+                readings[k] = (v, float(np.clip(current, -s.current_limit, s.current_limit)), over)
+            else:
+                over = abs(volts[node]) > s.voltage_limit
+                v = float(np.clip(volts[node], -s.voltage_limit, s.voltage_limit))
+                readings[k] = (v, s.level, over)
+        self._readings = readings

@@ -1,0 +1,51 @@
+"""What the emulated instruments hold, shared with the emulated circuit that answers them.
+
+Emulators change these under `lock`; the circuit reads them to decide what is connected to what.
+Tests inspect them to check that a bench was left safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SmuState:
+    """One SMU channel as the front panel would show it."""
+
+    function: str = "V"  # "V" forces voltage, "I" forces current
+    level: float = 0.0
+    current_limit: float = 1e-4  # A, compliance while forcing voltage
+    voltage_limit: float = 2.0  # V, compliance while forcing current
+    output: bool = False
+    nplc: float = 1.0
+
+
+@dataclass
+class RelayState:
+    """Closed crosspoints of a switch matrix, by the instrument's own channel names."""
+
+    closed: set[str] = field(default_factory=set)
+
+
+@dataclass
+class PotBankState:
+    """Wiper codes of a digital-potentiometer bank."""
+
+    codes: list[int]
+    safe_code: int
+
+
+@dataclass
+class BenchState:
+    """Everything the virtual bench's instruments hold, keyed by instrument (and channel) name."""
+
+    smus: dict[str, SmuState] = field(default_factory=dict)  # "smu1.a" -> state
+    relays: dict[str, RelayState] = field(default_factory=dict)
+    pots: dict[str, PotBankState] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    version: int = 0  # bumped on every change, so the circuit re-solves only when needed
+
+    def changed(self) -> None:
+        self.version += 1
