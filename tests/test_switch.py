@@ -1,0 +1,306 @@
+"""Switch-matrix drivers: exact command sequences, channel validation, and the drivers against
+their emulators."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.instrument import InstrumentError
+from drivers.roles import SwitchMatrix
+from drivers.switch import Keithley707B, Keysight34980A
+from drivers.transport import ProtocolMismatch, Traffic, TransportError, scripted
+from sim.virtual.state import BenchState, RelayState
+from sim.virtual.switch_emulators import Keithley707BEmulator, Keysight34980AEmulator
+
+IDN_707B = "KEITHLEY INSTRUMENTS INC.,MODEL 707B,04123456,1.3.4"
+IDN_3706A = "KEITHLEY INSTRUMENTS INC.,MODEL 3706A,04447336,01.53a"
+IDN_34980A = "Agilent Technologies,34980A,MY44012345,2.51-2.43-2.09-1.00"
+TSP_EMPTY = "0.00000e+00\tQueue Is Empty\t0.00000e+00\t0.00000e+00"
+
+
+class HandlerTransport:
+    """Wires a driver to an emulator's `handle` in memory."""
+
+    def __init__(self, handler: Keithley707BEmulator | Keysight34980AEmulator) -> None:
+        self.handler = handler
+        self.traffic = Traffic()
+
+    def write(self, line: str) -> None:
+        reply = self.handler.handle(line)
+        assert reply is None, f"{line!r} answered {reply!r}"
+        self.traffic.writes += 1
+
+    def query(self, line: str) -> str:
+        reply = self.handler.handle(line)
+        if reply is None:
+            raise TransportError(f"no answer to {line!r}")
+        self.traffic.queries += 1
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------- 707B
+def test_707b_session_sends_the_manuals_commands():
+    t = scripted(
+        [
+            ("*IDN?", IDN_707B),
+            ('channel.open("allslots")', None),
+            ("print(errorqueue.next())", TSP_EMPTY),
+            ('channel.close("1A01,1B02")', None),
+            ('print(channel.getclose("allslots"))', "1A01;1B02"),
+            ('channel.open("1A01")', None),
+            ('print(channel.getclose("allslots"))', "1B02"),
+            ('channel.open("allslots")', None),
+            ('print(channel.getclose("allslots"))', "nil"),
+        ]
+    )
+    matrix = Keithley707B(t, "matrix")
+    assert isinstance(matrix, SwitchMatrix)
+    assert matrix.identify() == IDN_707B
+    matrix.open_all()
+    matrix.check_errors()
+    matrix.close_channels(["1A01", "1B02"])
+    assert matrix.closed_channels() == {"1A01", "1B02"}
+    matrix.open_channels(["1A01"])
+    assert matrix.closed_channels() == {"1B02"}
+    matrix.open_all()
+    assert matrix.closed_channels() == set()
+    t.assert_done()
+
+
+def test_707b_driver_also_takes_a_3706a():
+    t = scripted([("*IDN?", IDN_3706A)])
+    assert Keithley707B(t, "matrix").identify() == IDN_3706A
+    t.assert_done()
+
+
+def test_707b_refuses_another_instrument():
+    t = scripted([("*IDN?", "KEITHLEY INSTRUMENTS INC.,MODEL 2450,04400000,1.7.0")])
+    with pytest.raises(InstrumentError, match=r"matrix: .*MODEL 2450.*not a 707B or 3706A"):
+        Keithley707B(t, "matrix").identify()
+    t.assert_done()
+
+
+def test_707b_error_queue_becomes_instrument_error_with_code_and_text():
+    t = scripted(
+        [
+            ("print(errorqueue.next())", "-2.86000e+02\tTSP Runtime error at line 1: invalid channel\t2\t1"),
+            ("print(errorqueue.next())", "1.11500e+03\tParameter error\t2\t1"),
+            ("print(errorqueue.next())", TSP_EMPTY),
+        ]
+    )
+    with pytest.raises(InstrumentError) as caught:
+        Keithley707B(t, "matrix").check_errors()
+    message = str(caught.value)
+    assert "-286: TSP Runtime error at line 1: invalid channel" in message
+    assert "1115: Parameter error" in message
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "channels",
+    [
+        ["1I01"],
+        ["1A13"],
+        ["1A00"],
+        ["7A01"],
+        ["0A01"],
+        ["A101"],
+        ["1a01"],
+        ["1A1"],
+        [""],
+        ["1A01", "1A01"],
+        "1A01",
+    ],
+)
+def test_707b_refuses_malformed_crosspoints_before_sending(channels):
+    t = scripted([])
+    matrix = Keithley707B(t, "matrix")
+    with pytest.raises(ValueError, match=r"707B|repeated|list"):
+        matrix.close_channels(channels)
+    with pytest.raises(ValueError, match=r"707B|repeated|list"):
+        matrix.open_channels(channels)
+    t.assert_done()  # nothing was sent: the script is empty and refuses any line
+
+
+def test_empty_lists_send_nothing():
+    for matrix in (Keithley707B(scripted([]), "a"), Keysight34980A(scripted([]), "b")):
+        matrix.close_channels([])
+        matrix.open_channels([])
+        matrix.transport.assert_done()
+
+
+def test_scripted_transport_catches_a_wrong_command():
+    # the protocol tests can fail: a driver that sent something else would be caught here
+    t = scripted([('channel.close("1A01")', None)])
+    with pytest.raises(ProtocolMismatch):
+        Keithley707B(t, "matrix").close_channels(["1A02"])
+
+
+# ---------------------------------------------------------------------------------------- 34980A
+def test_34980a_session_sends_the_manuals_commands():
+    t = scripted(
+        [
+            ("*IDN?", IDN_34980A),
+            ("ROUT:OPEN:ALL", None),
+            ("SYST:ERR?", '+0,"No error"'),
+            ("ROUT:CLOS (@1101,1202)", None),
+            ("ROUT:CLOS? (@1101,1202)", "1,1"),
+            ("ROUT:OPEN (@1101)", None),
+            ("ROUT:CLOS? (@1202)", "1"),
+            ("ROUT:OPEN:ALL", None),
+        ]
+    )
+    matrix = Keysight34980A(t, "matrix")
+    assert isinstance(matrix, SwitchMatrix)
+    assert matrix.identify() == IDN_34980A
+    matrix.open_all()
+    matrix.check_errors()
+    matrix.close_channels(["1101", "1202"])
+    assert matrix.closed_channels() == {"1101", "1202"}
+    matrix.open_channels(["1101"])
+    assert matrix.closed_channels() == {"1202"}
+    matrix.open_all()
+    assert matrix.closed_channels() == set()  # nothing closed by this session: no query
+    t.assert_done()
+
+
+def test_34980a_closed_channels_trusts_the_instrument_over_memory():
+    t = scripted(
+        [("ROUT:CLOS (@1101,1102)", None), ("ROUT:CLOS? (@1101,1102)", "0,1"), ("ROUT:CLOS? (@1102)", "1")]
+    )
+    matrix = Keysight34980A(t, "matrix")
+    matrix.close_channels(["1101", "1102"])
+    assert matrix.closed_channels() == {"1102"}
+    assert matrix.closed_channels() == {"1102"}
+    t.assert_done()
+
+
+def test_34980a_short_state_reply_is_an_error():
+    t = scripted([("ROUT:CLOS (@1101,1102)", None), ("ROUT:CLOS? (@1101,1102)", "1")])
+    matrix = Keysight34980A(t, "matrix")
+    matrix.close_channels(["1101", "1102"])
+    with pytest.raises(InstrumentError, match="1 states for 2 channels"):
+        matrix.closed_channels()
+    t.assert_done()
+
+
+def test_34980a_error_queue_becomes_instrument_error_with_code_and_text():
+    t = scripted([("SYST:ERR?", '-222,"Data out of range"'), ("SYST:ERR?", '+0,"No error"')])
+    with pytest.raises(InstrumentError, match=r"matrix reports -222: Data out of range$"):
+        Keysight34980A(t, "matrix").check_errors()
+    t.assert_done()
+
+
+def test_34980a_refuses_another_instrument():
+    t = scripted([("*IDN?", IDN_707B)])
+    with pytest.raises(InstrumentError, match="not a 34980A"):
+        Keysight34980A(t, "matrix").identify()
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "channels",
+    [["1001"], ["1100"], ["9101"], ["0101"], ["110"], ["11011"], ["1A01"], ["1101", "1101"], "1101"],
+)
+def test_34980a_refuses_malformed_crosspoints_before_sending(channels):
+    t = scripted([])
+    matrix = Keysight34980A(t, "matrix")
+    with pytest.raises(ValueError, match=r"34980A|repeated|list"):
+        matrix.close_channels(channels)
+    with pytest.raises(ValueError, match=r"34980A|repeated|list"):
+        matrix.open_channels(channels)
+    t.assert_done()
+
+
+# ---------------------------------------------------------------------------------------- emulators
+def test_707b_emulator_keeps_relays_and_queues_errors_instead_of_raising():
+    bench = BenchState()
+    relays = bench.relays.setdefault("matrix", RelayState())
+    emu = Keithley707BEmulator(relays, bench, slots=(1, 2))
+    assert emu.handle("*IDN?").startswith("KEITHLEY INSTRUMENTS INC.,MODEL 707B")
+    version = bench.version
+    assert emu.handle('channel.close("1A01,2H12")') is None
+    assert relays.closed == {"1A01", "2H12"} and bench.version > version
+    assert emu.handle('print(channel.getclose("allslots"))') == "1A01;2H12"
+    assert emu.handle('print(channel.getclose("1A01"))') == "1A01"
+    assert emu.handle("print(errorqueue.next())") == "0\tQueue Is Empty\t0\t0"
+    for bad in ('channel.close("3A01")', 'channel.close("1Z01")', "channel.explode()", "print(x"):
+        assert emu.handle(bad) is None
+    assert relays.closed == {"1A01", "2H12"}
+    codes = [int(emu.handle("print(errorqueue.next())").split("\t")[0]) for _ in range(4)]
+    assert codes == [-286, -286, -285, -285]
+    assert emu.handle('channel.open("allslots")') is None
+    assert relays.closed == set()
+    assert emu.handle('print(channel.getclose("allslots"))') == "nil"
+
+
+def test_34980a_emulator_keeps_relays_and_queues_errors_instead_of_raising():
+    bench = BenchState()
+    relays = RelayState()
+    emu = Keysight34980AEmulator(relays, bench, identity="Keysight Technologies,34980A,X,3.0", slots=(1, 2))
+    assert emu.handle("*IDN?") == "Keysight Technologies,34980A,X,3.0"
+    assert emu.handle("ROUTe:CLOSe (@1101:1103,2201)") is None
+    assert relays.closed == {"1101", "1102", "1103", "2201"}
+    assert emu.handle("ROUT:CLOS? (@1101,1104,2201)") == "1,0,1"
+    assert emu.handle("ROUT:OPEN? (@1101,1104)") == "0,1"
+    assert emu.handle("ROUT:OPEN:ALL 2") is None
+    assert relays.closed == {"1101", "1102", "1103"}
+    for bad in ("ROUT:CLOS (@3101)", "ROUT:CLOS", "ROUT:CLOS 1101", "ROUT:FLIP (@1101)", "*IDN? 1"):
+        assert emu.handle(bad) is None
+    errors = [emu.handle("SYST:ERR?") for _ in range(6)]
+    assert [int(e.split(",")[0]) for e in errors] == [-222, -109, -102, -113, -108, 0]
+    assert errors[-1] == '+0,"No error"'
+    assert emu.handle("ROUT:OPEN:ALL") is None and relays.closed == set()
+
+
+# ---------------------------------------------------------------------------------------- drivers × emulators
+def matrices() -> tuple[Keithley707B, Keysight34980A, RelayState, RelayState]:
+    bench = BenchState()
+    keithley_relays, keysight_relays = RelayState(), RelayState()
+    keithley = Keithley707B(HandlerTransport(Keithley707BEmulator(keithley_relays, bench)), "k707b")
+    keysight = Keysight34980A(HandlerTransport(Keysight34980AEmulator(keysight_relays, bench)), "k34980a")
+    return keithley, keysight, keithley_relays, keysight_relays
+
+
+def test_drivers_against_emulators_agree():
+    keithley, keysight, keithley_relays, keysight_relays = matrices()
+    # the same crosspoints of a 2 x 3 matrix, in each instrument's names
+    names = {(r, c): (f"1{'AB'[r]}0{c + 1}", f"1{r + 1}0{c + 1}") for r in range(2) for c in range(3)}
+    keithley.identify()
+    keysight.identify()
+    steps = [
+        ("close", [(0, 0), (1, 2)]),
+        ("close", [(0, 1)]),
+        ("open", [(0, 0)]),
+        ("close", [(1, 0), (1, 1)]),
+    ]
+    for verb, points in steps:
+        for matrix, which in ((keithley, 0), (keysight, 1)):
+            channels = [names[p][which] for p in points]
+            (matrix.close_channels if verb == "close" else matrix.open_channels)(channels)
+        closed_k = {p for p, (k, _) in names.items() if k in keithley.closed_channels()}
+        closed_s = {p for p, (_, s) in names.items() if s in keysight.closed_channels()}
+        assert closed_k == closed_s
+        assert {names[p][0] for p in closed_k} == keithley_relays.closed
+        assert {names[p][1] for p in closed_s} == keysight_relays.closed
+    assert closed_k == {(0, 1), (1, 2), (1, 0), (1, 1)}
+    for matrix in (keithley, keysight):
+        matrix.check_errors()
+        matrix.open_all()
+        assert matrix.closed_channels() == set()
+    assert keithley_relays.closed == keysight_relays.closed == set()
+
+
+def test_drivers_raise_what_the_emulators_queue():
+    keithley, keysight, _, _ = matrices()
+    keithley.write("channel.explode()")
+    with pytest.raises(InstrumentError, match="k707b reports -285: TSP Syntax error"):
+        keithley.check_errors()
+    keithley.check_errors()  # drained
+    keysight.write("ROUT:CLOS (@9101)")
+    with pytest.raises(InstrumentError, match="k34980a reports -222: Data out of range"):
+        keysight.check_errors()
+    keysight.check_errors()
