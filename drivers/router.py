@@ -118,9 +118,12 @@ def _blame(found: Mapping[str, tuple[str, str]]) -> str:
 class Router:
     """Connects routes on a `SwitchMatrix`, break-before-make, after the forbidden-route check."""
 
-    def __init__(self, matrix: SwitchMatrix, route_map: RouteMap) -> None:
+    def __init__(self, matrix: SwitchMatrix, route_map: RouteMap, wait: bool = True) -> None:
         self.matrix = matrix
         self.map = route_map
+        # the next reading comes from an SMU, which does not wait for the matrix: with `wait`,
+        # every change ends with the matrix's `*OPC?`
+        self.wait = wait
         self.connected: list[str] = []
 
     def validate(self, routes: Iterable[str], together: bool = False) -> None:
@@ -140,6 +143,8 @@ class Router:
     def disconnect_all(self) -> None:
         self.matrix.open_all()
         self.connected = []
+        if self.wait:
+            self.matrix.wait_complete()
 
     def select(self, routes: Iterable[str]) -> None:
         """Make exactly `routes` connected: check the whole set, open what must open, then close
@@ -156,6 +161,8 @@ class Router:
         if to_close:
             self.matrix.close_channels(to_close)
         self.connected = target
+        if self.wait and (to_open or to_close):
+            self.matrix.wait_complete()
 
     def _crosspoints(self, routes: Iterable[str]) -> list[str]:
         names: dict[str, None] = {}

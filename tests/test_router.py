@@ -39,8 +39,8 @@ def route_map() -> RouteMap:
     return RouteMap(ROUTES, CROSSPOINTS, DRIVEN)
 
 
-def router(exchange: list[tuple[str, str | None]]) -> Router:
-    return Router(Keithley707B(scripted(exchange), "matrix"), route_map())
+def router(exchange: list[tuple[str, str | None]], wait: bool = False) -> Router:
+    return Router(Keithley707B(scripted(exchange), "matrix"), route_map(), wait)
 
 
 def test_connect_closes_the_routes_crosspoints():
@@ -76,6 +76,26 @@ def test_select_opens_everything_first_then_closes():
     r.select(["source x1", "probe h1", "nudge y"])
     r.select(["source x1", "probe y", "nudge h1"])
     assert r.connected == ["source x1", "probe y", "nudge h1"]
+    r.matrix.transport.assert_done()
+
+
+def test_with_wait_every_change_ends_with_opc():
+    r = router(
+        [
+            ('channel.close("1B02")', None),
+            ("*OPC?", "1"),
+            ('channel.open("1B02")', None),
+            ('channel.close("1B03")', None),
+            ("*OPC?", "1"),
+            ('channel.open("allslots")', None),
+            ("*OPC?", "1"),
+        ],
+        wait=True,
+    )
+    r.connect("probe h1")
+    r.connect("probe h2")
+    r.connect("probe h2")  # nothing moves: nothing to wait for
+    r.disconnect_all()
     r.matrix.transport.assert_done()
 
 

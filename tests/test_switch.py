@@ -70,6 +70,15 @@ def test_707b_session_sends_the_manuals_commands():
     t.assert_done()
 
 
+def test_wait_complete_asks_opc():
+    for matrix in (
+        Keithley707B(scripted([("*OPC?", "1")]), "a"),
+        Keysight34980A(scripted([("*OPC?", "1")]), "b"),
+    ):
+        matrix.wait_complete()
+        matrix.transport.assert_done()
+
+
 def test_707b_driver_also_takes_a_3706a():
     t = scripted([("*IDN?", IDN_3706A)])
     assert Keithley707B(t, "matrix").identify() == IDN_3706A
@@ -227,6 +236,7 @@ def test_707b_emulator_keeps_relays_and_queues_errors_instead_of_raising():
     assert emu.handle('print(channel.getclose("allslots"))') == "1A01;2H12"
     assert emu.handle('print(channel.getclose("1A01"))') == "1A01"
     assert emu.handle("print(errorqueue.next())") == "0\tQueue Is Empty\t0\t0"
+    assert emu.handle("*OPC?") == "1"
     for bad in ('channel.close("3A01")', 'channel.close("1Z01")', "channel.explode()", "print(x"):
         assert emu.handle(bad) is None
     assert relays.closed == {"1A01", "2H12"}
@@ -288,6 +298,7 @@ def test_drivers_against_emulators_agree():
         assert {names[p][1] for p in closed_s} == keysight_relays.closed
     assert closed_k == {(0, 1), (1, 2), (1, 0), (1, 1)}
     for matrix in (keithley, keysight):
+        matrix.wait_complete()
         matrix.check_errors()
         matrix.open_all()
         assert matrix.closed_channels() == set()

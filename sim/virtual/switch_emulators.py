@@ -50,7 +50,7 @@ class _RelayEmulator:
 class Keithley707BEmulator(_RelayEmulator):
     """TSP subset: `channel.close/open("…")`, `channel.open("allslots")`,
     `print(channel.getclose("allslots"))`, `print(errorqueue.next())`, `errorqueue.clear()`,
-    `print(errorqueue.count)`, `reset()`, `*RST`, `*IDN?`."""
+    `print(errorqueue.count)`, `waitcomplete()`, `reset()`, `*RST`, `*CLS`, `*OPC?`, `*IDN?`."""
 
     CALL = re.compile(r'channel\.(close|open|getclose)\(\s*"([^"]*)"\s*\)')
 
@@ -69,6 +69,12 @@ class Keithley707BEmulator(_RelayEmulator):
             return None
         if text == "*IDN?":
             return self.identity
+        if text == "*OPC?":
+            return "1"  # commands run in order: when this is read, every relay has moved
+        if text in ("*CLS", "waitcomplete()"):
+            if text == "*CLS":
+                self.errors.clear()
+            return None
         if text in ("*RST", "reset()", "channel.reset()"):
             self.open_all()
             return None
