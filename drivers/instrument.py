@@ -140,6 +140,13 @@ class Instrument:
         self.idn = idn
         return idn
 
+    def wait_complete(self) -> None:
+        """Block until every command sent so far has been carried out (`*OPC?`). Needed after
+        switching: the next reading comes from another instrument, which does not wait for this."""
+        reply = self.ask("*OPC?")
+        if reply.strip() not in ("1", "1.00000e+00"):
+            raise InstrumentError(f"{self.name}: *OPC? answered {reply!r}, expected 1")
+
     def parse_error(self, reply: str) -> tuple[int, str]:
         """SCPI: `-113,"Undefined header"`."""
         code, _, text = reply.partition(",")

@@ -66,6 +66,10 @@ class SwitchMatrix(Protocol):
 
     def closed_channels(self) -> set[str]: ...
 
+    def wait_complete(self) -> None:
+        """Return once every switching command sent has been carried out (`*OPC?`)."""
+        ...
+
     def check_errors(self) -> None: ...
 
 

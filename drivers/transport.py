@@ -7,6 +7,7 @@ transport counts what crossed it, so benchmarks can report round trips.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -63,6 +64,16 @@ class VisaTransport:
             )
         except Exception as exc:  # pyvisa raises several unrelated types for a bad address
             raise TransportError(f"cannot open {address}: {exc}") from exc
+        self._no_delay()
+
+    def _no_delay(self) -> None:
+        """Send each line at once. With Nagle's algorithm a query right after a write waits for
+        the instrument's delayed ACK (~40 ms a time); pyvisa-py has no attribute for it, so set the
+        option on its socket when the session has one."""
+        session = getattr(self._res.visalib, "sessions", {}).get(self._res.session)
+        sock = getattr(session, "interface", None)
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, line: str) -> None:
         try:
@@ -75,7 +86,10 @@ class VisaTransport:
         try:
             reply = self._res.query(line)
         except Exception as exc:
-            raise TransportError(f"{self.address}: no answer to {line!r}: {exc}") from exc
+            raise TransportError(
+                f"{self.address}: no answer to {line!r} ({exc}): check that the instrument is "
+                "on and its address in the bench config"
+            ) from exc
         self.traffic.queries += 1
         return reply.strip()
 
@@ -99,7 +113,9 @@ class SerialTransport:
             self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=line.timeout_s)
         except Exception as exc:  # SerialException, ValueError for a malformed URL, OSError
             raise TransportError(f"cannot open {url}: {exc}") from exc
-        self._buffer = b""
+        sock = getattr(self._port, "_socket", None)  # socket:// URLs: no Nagle delay (see VisaTransport)
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, line: str) -> None:
         self._send(line)
@@ -122,13 +138,13 @@ class SerialTransport:
 
     def _read_line(self) -> str:
         end = self._line.read_termination.encode("ascii")
-        while end not in self._buffer:
-            chunk = self._port.read(max(1, self._port.in_waiting or 1))
-            if not chunk:
-                raise TransportError(f"{self.address}: no answer within {self._line.timeout_s} s")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(end)
-        return line.decode("ascii").strip()
+        try:
+            raw = self._port.read_until(end)
+        except Exception as exc:
+            raise TransportError(f"{self.address}: read failed: {exc}") from exc
+        if not raw.endswith(end):
+            raise TransportError(f"{self.address}: no answer within {self._line.timeout_s} s")
+        return raw[: -len(end)].decode("ascii").strip()
 
 
 class ProtocolMismatch(AssertionError):

@@ -42,8 +42,14 @@ def _open(experiment: config_mod.Experiment) -> tuple[Backend, np.ndarray]:
     from sim.factory import open_backend
 
     network = experiment.network()
-    backend = open_backend(experiment["backend"]["name"], network, experiment["backend"])
     hyper = experiment.hyper()
+    backend = open_backend(
+        experiment["backend"]["name"],
+        network,
+        experiment["backend"],
+        hyper.method,
+        experiment.dataset().inputs,
+    )
     g0 = eqprop.clip_conductances(
         experiment.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
     )
@@ -238,7 +244,7 @@ def add_command(
 
 
 def parser() -> argparse.ArgumentParser:
-    from hil import study_cli
+    from hil import bench_cli, study_cli
 
     p = argparse.ArgumentParser(prog="hil", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -287,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--method", choices=eqprop.METHODS, help="estimator (default: the config's)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
     study_cli.register(sub)
+    bench_cli.register(sub)
     return p
 
 

@@ -39,7 +39,7 @@ def _positive(v: float) -> bool:
 
 
 BUILDERS = ("seed-xor", "xor", "layered")
-BACKENDS = ("spice", "numeric")
+BACKENDS = ("spice", "numeric", "bench")
 LAYERED_ONLY = (
     "inputs",
     "hidden",
@@ -141,6 +141,7 @@ class Experiment:
             return builders.seed_xor(float(c["amplifier_gain"]), pairing=c["seed_pairing"])
         if c["builder"] == "xor":
             return builders.xor(float(c["amplifier_gain"]))
+        "bench": Key("", str, rule="the path of a bench config (set by loading one)"),
         return builders.layered(
             c["inputs"],
             c["hidden"],
@@ -219,6 +220,15 @@ def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         raise ConfigError(
             f"{path}: unknown section [{unknown[0]}]: known sections are "
             f"{', '.join(f'[{s}]' for s in SCHEMA)}"
+    if isinstance(raw.get("bench"), dict):  # a bench config: train its experiment on its bench
+        experiment_file = raw["bench"].get("experiment")
+        if not isinstance(experiment_file, str):
+            raise ConfigError(
+                f"{path}: [bench] experiment must name an experiment config, e.g. \"xor-bench.toml\""
+            )
+        merged = {section: dict(values) for section, values in (overrides or {}).items()}
+        merged.setdefault("backend", {}).update({"name": "bench", "bench": str(path.resolve())})
+        return load(path.parent / experiment_file, merged)
         )
     out: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():

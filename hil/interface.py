@@ -24,10 +24,12 @@ class ConvergenceError(BackendError):
 @dataclass(frozen=True)
 class State:
     """An equilibrium: node voltages (in `Network.nodes` order) and the currents into the +
-    terminal of every voltage source (in `Network.sources` order), SPICE's sign convention."""
+    terminal of every voltage source (in `Network.sources` order), SPICE's sign convention. A
+    bench measures voltages only: its currents are None (and its clamp and amplifier currents
+    empty), which is why PCM is not offered on a bench."""
 
     voltages: np.ndarray
-    source_currents: np.ndarray
+    source_currents: np.ndarray | None
     # Currents into the + terminal of each clamp's (high, low) offset source and each amplifier's
     # VCVS: what a power computation needs.
     clamp_currents: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))

@@ -35,7 +35,7 @@ class EpochRecord:
     loss: float  # running mean of (t − y)², each recorded before that sample's update
     error_db: float
     accuracy: float  # with the epoch's final conductances, fixed
-    conductances: np.ndarray
+    conductances: np.ndarray  # as realised by the backend (a bench quantises them)
     update_norm: float
     sample_losses: np.ndarray
 
@@ -65,7 +65,10 @@ def train(
         [hyper.layer_learning_rates.get(c.layer, 1.0) for c in net.conductances]
     )
     rng = np.random.default_rng(hyper.seed)
-    g = backend.program(eqprop.clip_conductances(np.asarray(g0, float), net.signed, hyper.g_min, hyper.g_max))
+    # `g` accumulates every update at full precision; `realised` is what the backend could set
+    # (a digital pot's nearest step). Updates smaller than a step add up instead of vanishing.
+    g = eqprop.clip_conductances(np.asarray(g0, float), net.signed, hyper.g_min, hyper.g_max)
+    realised = backend.program(g)
     records: list[EpochRecord] = []
     for epoch in range(1, hyper.epochs + 1):
         order = rng.permutation(len(data)) if hyper.shuffle else np.arange(len(data))
@@ -90,7 +93,8 @@ def train(
             if len(batch) == hyper.batch_size or position == len(order) - 1:
                 new = eqprop.apply_update(net, g, np.mean(batch, axis=0), rates, hyper.g_min, hyper.g_max)
                 norms.append(float(np.linalg.norm(new - g)))
-                g = backend.program(new)
+                g = new
+                realised = backend.program(g)
                 batch = []
             on_sample()
         mean = float(np.mean(sample_losses))
@@ -100,7 +104,7 @@ def train(
             mean,
             10 * np.log10(mean) if mean > 0 else -np.inf,
             accuracy,
-            g.copy(),
+            realised.copy(),
             float(np.mean(norms)),
             sample_losses,
         )

@@ -67,7 +67,7 @@ class EmulatedCircuit:
         out = np.empty(len(self.network.conductances))
         for k, edge in enumerate(self.network.conductances):
             bank, channel = self.wiring.pots[edge.name]
-            code = self.bench.pots[bank].codes[channel]
+            code = self.bench.pots[bank].codes[channel - 1]  # channels count from 1
             out[k] = self.wiring.pot_conductance(bank, channel, code)
         return out
 

@@ -19,6 +19,7 @@ class _Connection(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         buffer = b""
         self.request.settimeout(None)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         while True:
             try:
                 chunk = self.request.recv(4096)

@@ -1,0 +1,208 @@
+"""The bench backend through the drivers, over sockets, against the virtual bench."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from drivers import benchconfig
+from drivers.pots import AD5206Model
+from hil import config, train
+from sim.factory import open_backend
+from sim.quantised import QuantisedBackend, pot_quantiser
+from sim.twin import TwinBackend
+from sim.virtual.bench import VirtualBench
+
+
+def _served_config(configs, tmp_path, virtual, edit=lambda text: text):
+    """bench-virtual.toml pointed at an already running virtual bench (emulated = false)."""
+    text = (configs / "bench-virtual.toml").read_text()
+    text = text.replace('experiment = "xor-bench.toml"', f'experiment = "{configs / "xor-bench.toml"}"')
+    text = text.replace("emulated = true", "emulated = false")
+    for name, address in virtual.addresses.items():
+        text = re.sub(
+            rf'(\[instruments\.{name}\]\nmodel = "[^"]+"\naddress = )"[^"]+"', rf'\1"{address}"', text
+        )
+    path = tmp_path / "bench.toml"
+    path.write_text(edit(text))
+    return path
+
+
+@pytest.fixture
+def virtual(configs):
+    bench = benchconfig.read(configs / "bench-virtual.toml")
+    experiment = config.load(configs / "bench-virtual.toml")
+    with VirtualBench(bench, experiment.network()) as v:
+        yield v
+
+
+def _assert_safe(virtual):
+    for key, smu in virtual.state.smus.items():
+        assert not smu.output and smu.level == 0.0, key
+    for name, relays in virtual.state.relays.items():
+        assert relays.closed == set(), name
+
+
+def test_training_through_the_bench_matches_the_twin_step_for_step(configs, tmp_path):
+    out = tmp_path / "bench.h5"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hil.cli", "train", str(configs / "bench-virtual.toml"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    e = config.load(configs / "bench-virtual.toml")
+    bench = benchconfig.read(configs / "bench-virtual.toml")
+    net = e.network()
+    twin = QuantisedBackend(TwinBackend(net), pot_quantiser(bench, net))
+    reference = train.train(twin, e.dataset(), e.initial_conductances(8), e.hyper())
+    pot = AD5206Model(r_ab=10e3, r_w=45.0, channels=8)
+
+    def codes(g):
+        return np.array([[pot.code_for(1, abs(x)) for x in row] for row in g])
+
+    with h5py.File(out, "r") as f:
+        assert f.attrs["backend"] == "bench"
+        instruments = json.loads(f.attrs["instruments"])
+        assert len(instruments) == 6 and all("(virtual)" in i["idn"] for i in instruments)
+        measured = f["epochs/conductances"][1:]
+        accuracy = f["epochs/accuracy"][-1]
+        signs = np.sign(measured)
+    expected = np.array([r.conductances for r in reference])
+    assert accuracy == reference[-1].accuracy == 1.0
+    np.testing.assert_array_equal(signs, np.sign(expected))
+    assert np.max(np.abs(codes(measured) - codes(expected))) <= 1
+
+
+def test_bench_check_identifies_every_emulated_instrument(hil, configs):
+    result = hil("bench-check", str(configs / "bench-virtual.toml"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "6 instruments, all identified" in lines[0]
+    for name, model in (("k26a", "Model 2602B"), ("matrix", "Model 707B"), ("pots", "POTBRIDGE")):
+        assert any(line.split()[0] == name and model in line for line in lines[1:]), name
+
+
+def test_a_phase_costs_at_most_measured_nodes_plus_four_round_trips(configs):
+    e = config.load(configs / "bench-virtual.toml")
+    net = e.network()
+    backend = open_backend("bench", net, e["backend"], "vdm-centered", e.dataset().inputs)
+    try:
+        backend.program(e.initial_conductances(8))
+        traffic = backend.hw.traffic
+        backend.settle(e.dataset().inputs[1])  # routes and levels now set once
+        before = traffic()
+        backend.settle(e.dataset().inputs[2])
+        after = traffic()
+        measured = len(net.nodes)
+        assert after.queries - before.queries <= measured + 4
+        before = traffic()
+        backend.program(e.initial_conductances(8) * 0.8)
+        after = traffic()
+        assert after.writes - before.writes == 1  # one bulk pot write
+        assert after.queries - before.queries == 1  # and its *OPC?
+    finally:
+        backend.close()
+
+
+def test_sigterm_mid_epoch_leaves_every_output_off_and_every_relay_open(configs, tmp_path, virtual):
+    path = _served_config(configs, tmp_path, virtual)
+    out = tmp_path / "run.h5"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", "train", str(path), "--out", str(out), "--epochs", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(s.output for s in virtual.state.smus.values()):
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-epoch: outputs on, levels set, a probe route closed
+    assert any(s.output for s in virtual.state.smus.values())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    _assert_safe(virtual)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "interrupted"
+
+
+def test_a_compliance_trip_stops_training_with_a_clear_message(configs, tmp_path, virtual, hil):
+    path = _served_config(
+        configs,
+        tmp_path,
+        virtual,
+        lambda text: text.replace("compliance_current = 0.2", "compliance_current = 1e-4"),
+    )
+    out = tmp_path / "trip.h5"
+    result = hil("train", str(path), "--out", str(out))
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "compliance" in message and "Vx" in message, message
+    _assert_safe(virtual)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"].startswith("failed: ") and "compliance" in f.attrs["status"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace('"7" = ["1A01"]\n', ""), "no route to measure node '7'"),
+        (lambda t: t.replace("max_volts = 3.0", "max_volts = 1.5"), "above [limits] max_volts = 1.5"),
+        (
+            lambda t: t.replace("max_volts = 3.0", "max_volts = 500.0"),
+            "[limits] max_volts = 500.0 is invalid",
+        ),
+        (lambda t: t.replace('Vx1 = "k26a.a"', 'Vx1 = "k26a.c"'), "not an SMU channel"),
+        (lambda t: t.replace('X2 = ["1B02"]\n', ""), "no inverting relay"),
+    ],
+)
+def test_bad_bench_configs_fail_before_any_instrument_is_touched(
+    configs, tmp_path, virtual, hil, edit, message
+):
+    path = _served_config(configs, tmp_path, virtual, edit)
+    result = hil("train", str(path), "--out", str(tmp_path / "never.h5"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sum(s.lines for s in virtual.servers.values()) == 0  # not one line reached an instrument
+    assert not (tmp_path / "never.h5").exists()
+
+
+def test_wrong_identity_and_unreachable_address_are_refused_before_outputs_go_on(
+    configs, tmp_path, virtual, hil
+):
+    matrix = virtual.addresses["matrix"]
+    wrong = _served_config(
+        configs, tmp_path, virtual, lambda t: t.replace(virtual.addresses["k26b"], matrix)
+    )  # a 707B where a 2602B should be
+    result = hil("bench-check", str(wrong))
+    assert result.returncode != 0 and "Model 707B" in result.stderr and "not a Model 26" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not any(s.output for s in virtual.state.smus.values())
+    gone = _served_config(
+        configs,
+        tmp_path,
+        virtual,
+        lambda t: re.sub(
+            r"(\[instruments\.matrix\]\nmodel = \"[^\"]+\"\naddress = )\"[^\"]+\"",
+            r'\1"TCPIP::127.0.0.1::9::SOCKET"',
+            t,
+        ),
+    )
+    result = hil("bench-check", str(gone))
+    assert result.returncode != 0 and "TCPIP::127.0.0.1::9::SOCKET: no answer" in result.stderr, result.stderr
+    assert "Connection refused" in result.stderr and "address in the bench config" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not any(s.output for s in virtual.state.smus.values())
