@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sweeps import main as sweep_bench
 
 from hil import config, eqprop, train
 from hil.datasets import Dataset
@@ -96,6 +97,7 @@ def main() -> None:
         f"ngspice memory: 2000 solves (weights altered every 4) grew resident memory by {grown:.2f} MB "
         f"(target < 20 MB); {per_solve * 1e6:.0f} us per solve"
     )
+    sweep_bench()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ def _positive(v: float) -> bool:
 
 
 BUILDERS = ("seed-xor", "xor", "layered")
-BACKENDS = ("spice", "numeric", "bench")
+# How start n of `hil sweep starts` seeds its conductance draw: [conductances] seed + n, or the
+# seed's start-condition script (np.random.seed(n + 3n² + 5), whatever the config's seed).
+SEED_FORMULAS = ("seed+n", "n+3n^2+5")
+BACKENDS = ("spice", "numeric")
 LAYERED_ONLY = (
     "inputs",
     "hidden",
@@ -112,6 +115,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "pcm_perturbation": Key(0.01, (int, float), lambda v: 0 < v < 1, "in (0, 1)"),
         "success_db": Key(-9.0, (int, float)),
     },
+    "sweep": {
+        "seed_formula": Key(
+            "seed+n",
+            str,
+            lambda v: v in SEED_FORMULAS,
+            "'seed+n' (start n draws with [conductances] seed + n) or 'n+3n^2+5' (the seed's script)",
+        ),
+        "methods": Key(
+            [],
+            list,
+            lambda v: all(m in METHODS for m in v) and len(set(v)) == len(v),
+            f"a list of distinct methods from {', '.join(METHODS)} ([] = [training] method)",
+        ),
+        "learning_rates": Key(
+            {},
+            dict,
+            lambda v: all(
+                k in METHODS and isinstance(x, int | float) and not isinstance(x, bool) and x > 0
+                for k, x in v.items()
+            ),
+            "a table of method = learning rate > 0, e.g. { pcm = 1e-2 }",
+        ),
+    },
     "backend": {
         "name": Key("spice", str, lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
         "reltol": Key(1e-9, (int, float), lambda v: 0 < v <= 1e-2, "in (0, 1e-2]"),
@@ -141,7 +167,6 @@ class Experiment:
             return builders.seed_xor(float(c["amplifier_gain"]), pairing=c["seed_pairing"])
         if c["builder"] == "xor":
             return builders.xor(float(c["amplifier_gain"]))
-        "bench": Key("", str, rule="the path of a bench config (set by loading one)"),
         return builders.layered(
             c["inputs"],
             c["hidden"],
@@ -220,15 +245,6 @@ def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         raise ConfigError(
             f"{path}: unknown section [{unknown[0]}]: known sections are "
             f"{', '.join(f'[{s}]' for s in SCHEMA)}"
-    if isinstance(raw.get("bench"), dict):  # a bench config: train its experiment on its bench
-        experiment_file = raw["bench"].get("experiment")
-        if not isinstance(experiment_file, str):
-            raise ConfigError(
-                f"{path}: [bench] experiment must name an experiment config, e.g. \"xor-bench.toml\""
-            )
-        merged = {section: dict(values) for section, values in (overrides or {}).items()}
-        merged.setdefault("backend", {}).update({"name": "bench", "bench": str(path.resolve())})
-        return load(path.parent / experiment_file, merged)
         )
     out: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():

@@ -37,4 +37,17 @@ def xor(
     )
 
 
-DATASETS = {"xor": xor}
+def case1(
+    input_low: float = -2.0, input_high: float = 2.0, target_low: float = 0.0, target_high: float = 1.0
+) -> Dataset:
+    """Case 1 of the 2023 paper: one sample, V0 = input_low and V1 = input_high (−2 V, 2 V), target
+    target_high (1 V); target_low only sets the level a wrong answer is judged against."""
+    return Dataset(
+        "case1",
+        np.array([[input_low, input_high]], dtype=float),
+        np.array([[target_high]], dtype=float),
+        (target_low, target_high),
+    )
+
+
+DATASETS = {"xor": xor, "case1": case1}

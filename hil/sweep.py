@@ -1,0 +1,291 @@
+"""Sweeps: many trainings of one config, as independent tasks run here, in worker processes or on
+a Dask cluster.
+
+A task is one (method, point) pair: a random start of `hil sweep starts`, or a (learning rate, β)
+point of `hil sweep grid`. It carries the complete resolved config, so a worker needs nothing but
+this module; it opens its own backend, so a task's result does not depend on where or after what
+it ran. A solver failure ends that task's training and is returned as a counted failure, never
+skipped; any other error stops the sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hil import config, eqprop, train
+from hil.interface import BackendError
+
+POLL_SECONDS = 0.2
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: stop between tasks (or samples), keep what is finished."""
+
+
+@dataclass(frozen=True)
+class Task:
+    method: str
+    index: int  # row of this task in its method's datasets
+    values: dict[str, dict[str, Any]]  # the resolved config this task trains
+    config_name: str
+
+
+@dataclass
+class TaskResult:
+    method: str
+    index: int
+    error_db: np.ndarray  # [epochs]; NaN after a solver failure
+    accuracy: np.ndarray  # [epochs]
+    initial_conductances: np.ndarray
+    final_conductances: np.ndarray  # at the last finished epoch
+    failure: str  # "" when training finished
+    seconds: float
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ tasks
+def start_seed(formula: str, base: int, n: int) -> int:
+    """The conductance seed of start n."""
+    if formula == "n+3n^2+5":
+        return n + 3 * n * n + 5
+    if formula == "seed+n":
+        return base + n
+    raise ValueError(f"unknown seed formula {formula!r}: use one of {', '.join(config.SEED_FORMULAS)}")
+
+
+def sweep_methods(experiment: config.Experiment, methods: Sequence[str] | None) -> list[str]:
+    """--methods, else [sweep] methods, else the [training] method."""
+    chosen = list(methods or experiment["sweep"]["methods"] or [experiment["training"]["method"]])
+    unknown = [m for m in chosen if m not in eqprop.METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}: use --methods with {', '.join(eqprop.METHODS)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"--methods {','.join(chosen)} names a method twice: give each once")
+    return chosen
+
+
+def learning_rate(experiment: config.Experiment, method: str) -> float:
+    """[sweep] learning_rates[method], else [training] learning_rate."""
+    return float(experiment["sweep"]["learning_rates"].get(method, experiment["training"]["learning_rate"]))
+
+
+def _task(experiment: config.Experiment, method: str, index: int, changes: dict[str, dict[str, Any]]) -> Task:
+    values = copy.deepcopy(experiment.values)
+    values["training"]["method"] = method
+    for section, entries in changes.items():
+        values[section].update(entries)
+    return Task(method, index, values, str(experiment.path))
+
+
+def start_seeds(experiment: config.Experiment, starts: int) -> np.ndarray:
+    s = experiment["sweep"]
+    base = experiment["conductances"]["seed"]
+    return np.array([start_seed(s["seed_formula"], base, n) for n in range(starts)], dtype=np.int64)
+
+
+def start_tasks(experiment: config.Experiment, methods: Sequence[str], starts: int) -> list[Task]:
+    """Every method from the same N starts; start n's draw uses its own seed (see `start_seed`)."""
+    if starts < 1:
+        raise ValueError(f"--starts {starts} must be at least 1")
+    seeds = start_seeds(experiment, starts)
+    return [
+        _task(
+            experiment,
+            method,
+            n,
+            {
+                "conductances": {"seed": int(seeds[n])},
+                "training": {"seed": int(seeds[n]), "learning_rate": learning_rate(experiment, method)},
+            },
+        )
+        for method in methods
+        for n in range(starts)
+    ]
+
+
+def grid_points(learning_rates: Sequence[float], betas: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(learning rate, β) of every grid point, learning rate major."""
+    for name, values in (("learning rate", learning_rates), ("beta", betas)):
+        if not values:
+            raise ValueError(f"no {name} values: give a comma-separated list")
+        bad = [v for v in values if not (np.isfinite(v) and v > 0)]
+        if bad:
+            raise ValueError(f"{name} {bad[0]!r} must be a finite number > 0")
+    lr, beta = np.meshgrid(np.asarray(learning_rates, float), np.asarray(betas, float), indexing="ij")
+    return lr.ravel(), beta.ravel()
+
+
+def grid_tasks(
+    experiment: config.Experiment, methods: Sequence[str], rates: np.ndarray, betas: np.ndarray
+) -> list[Task]:
+    """One task per method and (learning rate, β), all from the config's own initial conductances."""
+    return [
+        _task(experiment, method, k, {"training": {"learning_rate": float(r), "beta": float(b)}})
+        for method in methods
+        for k, (r, b) in enumerate(zip(rates, betas, strict=True))
+    ]
+
+
+# ------------------------------------------------------------------------------------------ one task
+def run_task(
+    task: Task,
+    on_epoch: Callable[[], None] = lambda: None,
+    on_sample: Callable[[], None] = lambda: None,
+) -> TaskResult:
+    """Train one task on a fresh backend. Solver failures are returned; anything else is raised."""
+    from sim.factory import open_backend
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    experiment = config.Experiment(Path(task.config_name), task.values)
+    network = experiment.network()
+    hyper = experiment.hyper()
+    g0 = eqprop.clip_conductances(
+        experiment.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
+    )
+    records: list[train.EpochRecord] = []
+
+    def epoch_done(record: train.EpochRecord) -> None:
+        records.append(record)
+        on_epoch()
+
+    started = time.perf_counter()
+    backend = open_backend(experiment["backend"]["name"], network, experiment["backend"])
+    failure = ""
+    try:
+        versions = dict(backend.identity().versions)
+        train.train(backend, experiment.dataset(), g0, hyper, on_epoch=epoch_done, on_sample=on_sample)
+    except BackendError as exc:
+        failure = f"epoch {len(records) + 1}: {exc}" if not str(exc).startswith("epoch") else str(exc)
+    finally:
+        backend.safe_state()
+        backend.close()
+    error_db = np.full(hyper.epochs, np.nan)
+    accuracy = np.full(hyper.epochs, np.nan)
+    error_db[: len(records)] = [r.error_db for r in records]
+    accuracy[: len(records)] = [r.accuracy for r in records]
+    final = records[-1].conductances if records else g0
+    return TaskResult(
+        task.method,
+        task.index,
+        error_db,
+        accuracy,
+        np.asarray(g0, float),
+        np.asarray(final, float),
+        failure,
+        time.perf_counter() - started,
+        versions,
+    )
+
+
+# ------------------------------------------------------------------------------------------ running
+def _ignore_interrupts() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops the pool itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def execute(
+    tasks: Sequence[Task],
+    on_result: Callable[[TaskResult], None],
+    stop_requested: Callable[[], bool],
+    workers: int = 1,
+    dask_address: str | None = None,
+    on_epoch: Callable[[], None] = lambda: None,
+) -> None:
+    """Run `tasks`, handing each result to `on_result` as it arrives (in any order).
+
+    In this process (workers = 1), in `workers` spawned processes, or on the Dask cluster at
+    `dask_address`. Raises `Interrupted` once `stop_requested()` is true, after cancelling what
+    has not finished; results already handed over stay handed over.
+    """
+    if not tasks:
+        return
+    if dask_address is not None:
+        _on_dask(tasks, on_result, stop_requested, dask_address)
+    elif workers > 1:
+        _in_processes(tasks, on_result, stop_requested, workers)
+    else:
+
+        def check() -> None:
+            if stop_requested():
+                raise Interrupted
+
+        for task in tasks:
+            check()
+            on_result(run_task(task, on_epoch=on_epoch, on_sample=check))
+
+
+def _in_processes(
+    tasks: Sequence[Task],
+    on_result: Callable[[TaskResult], None],
+    stop_requested: Callable[[], bool],
+    workers: int,
+) -> None:
+    # spawn: each worker starts clean, with its own ngspice and no state inherited from here.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(min(workers, len(tasks)), initializer=_ignore_interrupts)
+    try:
+        results = pool.imap_unordered(run_task, tasks)
+        for _ in range(len(tasks)):
+            while True:
+                if stop_requested():
+                    raise Interrupted
+                try:
+                    result = results.next(timeout=POLL_SECONDS)
+                    break
+                except multiprocessing.TimeoutError:
+                    continue
+            on_result(result)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def connect_dask(address: str) -> Any:
+    """A client of the Dask scheduler at `address`; a ValueError (one line) when it is not there."""
+    from dask.distributed import Client
+
+    try:
+        return Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ValueError(
+            f"cannot reach a Dask scheduler at {address!r} ({' '.join(str(exc).split())[:120]}): "
+            "start one (`dask scheduler`) or fix --dask"
+        ) from exc
+
+
+def _on_dask(
+    tasks: Sequence[Task],
+    on_result: Callable[[TaskResult], None],
+    stop_requested: Callable[[], bool],
+    address: str,
+) -> None:
+    from dask.distributed import as_completed
+
+    client = connect_dask(address)
+    try:
+        futures = client.map(run_task, list(tasks), pure=False)
+        arriving = as_completed(futures, loop=client.loop)
+        while not arriving.is_empty():
+            if stop_requested():
+                client.cancel(futures)
+                raise Interrupted
+            batch = arriving.next_batch(block=False)
+            if not batch:
+                time.sleep(POLL_SECONDS / 4)
+            for future in batch:
+                on_result(future.result())
+    finally:
+        client.close()
