@@ -42,7 +42,7 @@ BUILDERS = ("seed-xor", "xor", "layered")
 # How start n of `hil sweep starts` seeds its conductance draw: [conductances] seed + n, or the
 # seed's start-condition script (np.random.seed(n + 3n² + 5), whatever the config's seed).
 SEED_FORMULAS = ("seed+n", "n+3n^2+5")
-BACKENDS = ("spice", "numeric")
+BACKENDS = ("spice", "numeric", "bench")
 LAYERED_ONLY = (
     "inputs",
     "hidden",
@@ -144,6 +144,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "vntol": Key(1e-12, (int, float), lambda v: 0 < v <= 1e-3, "in (0, 1e-3] V"),
         "abstol": Key(1e-15, (int, float), lambda v: 0 < v <= 1e-6, "in (0, 1e-6] A"),
         "gmin": Key(1e-12, (int, float), lambda v: 0 < v <= 1e-6, "in (0, 1e-6] S"),
+        "bench": Key("", str, rule="the path of a bench config (set by loading one)"),
     },
 }
 
@@ -222,6 +223,15 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc}): fix the syntax at that line") from exc
+    if isinstance(raw.get("bench"), dict):  # a bench config: train its experiment on its bench
+        experiment_file = raw["bench"].get("experiment")
+        if not isinstance(experiment_file, str):
+            raise ConfigError(
+                f'{path}: [bench] experiment must name an experiment config, e.g. "xor-bench.toml"'
+            )
+        merged = {section: dict(values) for section, values in (overrides or {}).items()}
+        merged.setdefault("backend", {}).update({"name": "bench", "bench": str(path.resolve())})
+        return load(path.parent / experiment_file, merged)
     for section, values in (overrides or {}).items():
         raw.setdefault(section, {}).update(values)
     experiment = Experiment(path, _check(path, raw))
