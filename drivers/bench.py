@@ -23,6 +23,7 @@ from drivers import benchconfig
 from drivers.benchconfig import BenchConfig
 from drivers.instrument import InstrumentError
 from drivers.roles import SourceMeter, SwitchMatrix
+from drivers.router import Router
 from drivers.transport import Traffic, TransportError
 from hil.interface import BackendError, Identity, State
 from hil.network import Network
@@ -57,7 +58,6 @@ class BenchBackend:
         self.hw = instruments
         self.limits = config.limits
         self._levels: dict[str, float] = {}  # SMU channel -> level it holds now
-        self._probe_route: str | None = None
         self._inverted: set[str] = set()
         self._g = np.zeros(len(network.conductances))
         self.on_close: list[Any] = []  # extra shutdown steps (a virtual bench to stop)
@@ -65,6 +65,11 @@ class BenchBackend:
         self._source_nodes = [index[s.node] for s in network.sources]
         self._nudge_nodes = [(node, index[node]) for node in config.nudges]
         self._probe_nodes = [(node, index[node]) for node in config.probe_routes if node in index]
+        self._router = (
+            Router(instruments.matrices[config.probe_matrix], benchconfig.probe_routes(config, network))
+            if config.probe_matrix in instruments.matrices
+            else None
+        )
 
     # ------------------------------------------------------------------ interface
     def program(self, conductances: np.ndarray) -> np.ndarray:
@@ -148,7 +153,8 @@ class BenchBackend:
                 matrix.open_all()
             except Exception as exc:
                 problems.append(f"{name}: {exc}")
-        self._probe_route = None
+        if self._router is not None:
+            self._router.connected.clear()
         self._inverted = set()
         if problems:
             raise BenchSafetyError("could not leave everything safe: " + "; ".join(problems))
@@ -219,15 +225,11 @@ class BenchBackend:
             )
 
     def _route_probe(self, node: str) -> None:
-        if self._probe_route == node:
-            return
-        matrix = self.hw.matrices[self.config.probe_matrix or ""]
-        if self._probe_route is not None:  # break before make
-            self._guard(matrix.open_channels, self.config.probe_routes[self._probe_route])
-            self._probe_route = None
-        self._guard(matrix.close_channels, self.config.probe_routes[node])
-        self._guard(matrix.wait_complete)
-        self._probe_route = node
+        """Break before make, checked against shorts, waited for (*OPC?) before the reading."""
+        if self._router is None:
+            raise BenchSafetyError("the bench has probe routes but no switch matrix for them")
+        if self._router.connected != [node]:
+            self._guard(self._router.connect, node)
 
     def _set_inversions(self, wanted: set[str]) -> None:
         matrix = self.hw.matrices[self.config.probe_matrix or next(iter(self.hw.matrices))]

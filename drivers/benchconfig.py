@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drivers.router import Crosspoint, RouteMap
 from hil.config import ConfigError
 from hil.network import Network
 
@@ -233,6 +234,16 @@ def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
         pots,
         amplifiers,
     )
+
+
+def probe_routes(config: BenchConfig, network: Network) -> RouteMap:
+    """The probe's routes for the router: each route joins the probe channel to one node; the
+    nodes that sources and nudges hold are off limits to it."""
+    probe = config.probe_channel or ""
+    crosspoints = {cp: Crosspoint(probe, node) for node, cps in config.probe_routes.items() for cp in cps}
+    driven: dict[str, str | None] = {s.node: None for s in network.sources}
+    driven.update({node: None for node in config.nudges})
+    return RouteMap(dict(config.probe_routes), crosspoints, driven)
 
 
 def _crosspoints(path: Path, where: str, value: Any) -> list[str]:

@@ -82,7 +82,7 @@ class VirtualBench:
                 relays = self.state.relays.setdefault(name, RelayState())
                 emulator = Keysight34980AEmulator(relays, self.state, idn)
             else:
-                bank = self.state.pots.setdefault(name, PotBankState([128] * spec.channels, 128))
+                bank = self.state.pots.setdefault(name, PotBankState([255] * spec.channels, 255))
                 emulator = PotBridgeEmulator(bank, self.state, idn)
             self.emulators[name] = emulator
         self.servers: dict[str, LineServer] = {}
