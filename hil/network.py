@@ -340,3 +340,23 @@ class Network:
             raise ValueError("estimator_pairing must be a permutation of the conductances")
         if not self.outputs:
             raise ValueError(f"network '{self.name}' has no output")
+        floating = self._floating_nodes()
+        if floating:
+            raise ValueError(
+                f"network '{self.name}': nodes {floating} have no DC path to ground or a source: connect them"
+            )
+
+    def _floating_nodes(self) -> list[str]:
+        """Nodes that nothing ties to a fixed potential: their voltage would be undefined."""
+        neighbours: dict[str, set[str]] = {n: set() for n in self.nodes}
+        for g in self.conductances:
+            neighbours[g.a].add(g.b)
+            neighbours[g.b].add(g.a)
+        anchored = {s.node for s in self.sources} | {a.node_out for a in self.amplifiers}
+        anchored |= {c.node for c in self.clamps} | {ld.node for ld in self.loads}
+        reached, frontier = set(anchored), list(anchored)
+        while frontier:
+            for n in neighbours[frontier.pop()] - reached:
+                reached.add(n)
+                frontier.append(n)
+        return sorted(set(self.nodes) - reached)

@@ -17,6 +17,7 @@ from hil.interface import BackendError, ConvergenceError, Identity, State
 from hil.network import Network
 from sim.netlist import SimulatorOptions, netlist, nudge_source
 
+IMPLAUSIBLE_VOLTS = 1e6
 _lock = threading.Lock()
 _owner: list[object | None] = [None]  # the backend whose circuit ngspice holds now
 
@@ -80,6 +81,12 @@ class SpiceBackend:
             raise BackendError(f"ngspice returned no vector {exc}{self._where()}") from exc
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(src))):
             raise ConvergenceError(f"ngspice returned non-finite values{self._where()}")
+        # A singular circuit (amplifier feedback of exactly unity) comes back "converged" at ~1e16 V.
+        if np.max(np.abs(v), initial=0.0) > IMPLAUSIBLE_VOLTS:
+            raise ConvergenceError(
+                f"ngspice returned {np.max(np.abs(v)):.3g} V{self._where()}: the circuit has no sensible "
+                "equilibrium at these conductances"
+            )
         return State(v, src, clamp, amp)
 
     def safe_state(self) -> None:
@@ -150,14 +157,16 @@ class SpiceBackend:
             self._applied[name] = value
 
     def _run_op(self) -> dict[str, float]:
-        try:
-            self._command("op")
-        except BackendError as exc:
-            raise ConvergenceError(f"ngspice operating point failed{self._where()}: {exc}") from exc
+        # Called directly: PySpice's exec_command takes any stderr line that is not a "Warning:"
+        # for a failure, and ngspice writes "Note:" lines there when gmin stepping rescues a solve.
+        # Success is an operating-point plot; failure leaves none.
         ffi, lib = self._ffi, self._lib
+        self._ng.clear_output()
+        rc = lib.ngSpice_Command(b"op")
         plot = ffi.string(lib.ngSpice_CurPlot()).decode()
-        if not plot.startswith("op"):
-            raise ConvergenceError(f"ngspice produced no operating point{self._where()}")
+        if rc != 0 or not plot.startswith("op"):
+            said = " ".join(self._ng.stderr.split())[-300:] or "no operating point"
+            raise ConvergenceError(f"ngspice operating point failed{self._where()}: {said}")
         names = lib.ngSpice_AllVecs(plot.encode())
         values: dict[str, float] = {}
         i = 0

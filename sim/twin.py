@@ -146,36 +146,93 @@ class TwinBackend:
 
     # ------------------------------------------------------------------ solver
     def _solve(self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
-        """Newton with SPICE's junction limiting: each diode is linearised at a (limited) junction
-        voltage, and the linear system gives the next node voltages."""
+        """Newton from the warm start, else from ngspice's cold start, else by source stepping."""
+        if warm is not None:
+            u = self._newton(r0, d0, warm, self._c @ warm + d0, consistent=True)
+            if u is not None:
+                return u
+        u = self._newton(r0, d0, np.zeros(self._nf), np.full(len(d0), self.diode.vcrit), consistent=False)
+        if u is not None:
+            return u
+        u = self._gmin_stepping(r0, d0)
+        if u is not None:
+            return u
+        return self._source_stepping(r0, d0)
+
+    def _newton(
+        self,
+        r0: np.ndarray,
+        d0: np.ndarray,
+        u: np.ndarray,
+        vd_at: np.ndarray,
+        consistent: bool,
+        shunt: float = 0.0,
+    ) -> np.ndarray | None:
+        """SPICE's Newton: each diode is linearised at a (limited) junction voltage, and the linear
+        system gives the next node voltages. `shunt` ties every free node to ground (gmin
+        stepping). None when it does not converge."""
         diode = self.diode
-        a, b, cmat = self._a, self._b, self._c
-        if warm is None:
-            u = np.zeros(self._nf)
-            vd_at = np.full(len(d0), diode.vcrit)  # ngspice's junction start (MODEINITJCT)
-        else:
-            u = warm
-            vd_at = cmat @ u + d0
-        consistent = warm is not None
+        a, b, cmat = self._a + shunt * np.eye(self._nf), self._b, self._c
         for _ in range(MAX_ITERATIONS):
             cd, gd = diode.current(vd_at)
             try:
                 u_new = np.linalg.solve(a + (b * gd) @ cmat, -(r0 + b @ (cd + gd * (d0 - vd_at))))
             except np.linalg.LinAlgError as exc:
                 raise ConvergenceError(
-                    "singular nodal matrix: a node has no DC path (check the circuit)"
+                    "singular nodal matrix: the circuit has no unique equilibrium (amplifier feedback of "
+                    "exactly unity?)"
                 ) from exc
             step = float(abs(u_new - u).max()) if self._nf else 0.0
             u = u_new
             if not step < MAX_STEP:  # also catches NaN
-                break
+                return None
             # After a full Newton step s the error is about s²/(2·vte): 1e-17 V for s = 1 nV.
             if consistent and step <= CONVERGED_STEP:
                 return u
             vd = cmat @ u + d0
             vd_at = diode.limit(vd, vd_at)
             consistent = vd_at is vd
-        raise ConvergenceError(f"Newton did not converge in {MAX_ITERATIONS} iterations")
+        return None
+
+    def _gmin_stepping(self, r0: np.ndarray, d0: np.ndarray) -> np.ndarray | None:
+        """As ngspice does: a large conductance from every free node to ground makes the circuit
+        easy; it is lowered step by step (bigger steps after successes, smaller after failures),
+        each solve warm started from the last, then removed."""
+        scale = float(np.max(np.abs(np.diag(self._a)), initial=1.0))
+        shunt = 100.0 * scale
+        u = self._newton(r0, d0, np.zeros(self._nf), np.full(len(d0), self.diode.vcrit), False, shunt)
+        factor = 10.0
+        while u is not None and shunt > 0.0:
+            lower = shunt / factor if shunt / factor > 1e-14 * scale else 0.0
+            found = self._newton(r0, d0, u, self._c @ u + d0, True, lower)
+            if found is not None:
+                u, shunt, factor = found, lower, min(factor * 3.0, 1e3)
+            else:
+                factor = np.sqrt(factor)
+                if factor < 1.001:
+                    return None
+        return u
+
+    def _source_stepping(self, r0: np.ndarray, d0: np.ndarray) -> np.ndarray:
+        """Every source (inputs, clamp offsets, nudges) scaled from 0 to full, each step warm
+        started from the last; a step that fails is halved. At 0 the answer is all zeros."""
+        u = np.zeros(self._nf)
+        done, step = 0.0, 0.1
+        while done < 1.0:
+            scale = min(1.0, done + step)
+            found = self._newton(scale * r0, scale * d0, u, self._c @ u + scale * d0, consistent=True)
+            if found is None:
+                step /= 2
+                if step < 1e-6:
+                    break
+                continue
+            u, done, step = found, scale, min(2 * step, 0.25)
+        if done < 1.0:
+            raise ConvergenceError(
+                f"Newton did not converge ({MAX_ITERATIONS} iterations; warm, cold, gmin and source "
+                f"stepping to {done:.0%}): the circuit may have no equilibrium at these conductances"
+            )
+        return u
 
     def _state(self, v: np.ndarray, inj: np.ndarray) -> State:
         vd = self._dv @ v + self._dv0

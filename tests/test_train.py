@@ -87,16 +87,19 @@ def test_shuffled_epochs_visit_every_sample(configs):
 def test_a_solver_failure_names_the_epoch_sample_and_phase():
     from hil.datasets import Dataset
     from hil.interface import ConvergenceError
-    from hil.network import Conductance, Network, Output, VoltageSource
+    from hil.network import Amplifier, Conductance, Load, Network, Output, VoltageSource
     from sim.twin import TwinBackend
 
+    # Backward gain chosen so that KCL at h has no solution (unity feedback): no equilibrium.
     net = Network(
-        name="floating",
-        conductances=[Conductance("R1", "a", "b", 1), Conductance("R2", "c", "d", 1)],
+        name="no-equilibrium",
+        conductances=[Conductance("R1", "a", "h", 1), Conductance("R2", "o", "y", 2)],
         sources=[VoltageSource("Va", "a", input_index=0)],
-        outputs=[Output("d")],
+        amplifiers=[Amplifier("X1", "h", "o", 3.0, 0.01 / (3.0 * 0.05 * 0.02 / 0.07))],
+        loads=[Load("RL", "y", 0.02)],
+        outputs=[Output("y")],
         n_inputs=1,
     )
     data = Dataset("one", np.array([[1.0]]), np.array([[0.5]]), (0.0, 1.0))
     with pytest.raises(ConvergenceError, match=r"epoch 1, sample 0, free phase: singular"):
-        train.train(TwinBackend(net), data, np.array([1e-3, 1e-3]), train.Hyper(epochs=1))
+        train.train(TwinBackend(net), data, np.array([0.01, 0.05]), train.Hyper(epochs=1, g_max=0.1))
