@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from sweeps import main as sweep_bench
+from virtual_bench import report as virtual_bench_report
 
 from hil import config, eqprop, train
 from hil.datasets import Dataset
@@ -97,6 +98,7 @@ def main() -> None:
         f"ngspice memory: 2000 solves (weights altered every 4) grew resident memory by {grown:.2f} MB "
         f"(target < 20 MB); {per_solve * 1e6:.0f} us per solve"
     )
+    virtual_bench_report()
     sweep_bench()
 
 
