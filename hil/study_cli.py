@@ -215,7 +215,9 @@ def cmd_gradcheck_betas(args: argparse.Namespace) -> int:
     g0 = eqprop.clip_conductances(
         experiment.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
     )
-    backend = open_backend(experiment["backend"]["name"], network, experiment["backend"])
+    # A bench refuses PCM before it touches anything, so name it when the scan includes it.
+    method = "pcm" if "pcm" in methods else hyper.method
+    backend = open_backend(experiment["backend"]["name"], network, experiment["backend"], method, data.inputs)
     try:
         result = betascan.scan(
             backend,

@@ -159,7 +159,13 @@ def run_task(
         on_epoch()
 
     started = time.perf_counter()
-    backend = open_backend(experiment["backend"]["name"], network, experiment["backend"])
+    backend = open_backend(
+        experiment["backend"]["name"],
+        network,
+        experiment["backend"],
+        hyper.method,
+        experiment.dataset().inputs,
+    )
     failure = ""
     try:
         versions = dict(backend.identity().versions)
