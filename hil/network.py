@@ -18,6 +18,13 @@ _NODE = re.compile(r"[a-z0-9_]+")
 _ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Memoised results are shared between callers: make them read-only."""
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
 @dataclass(frozen=True)
 class DiodeModel:
     """Level-1 junction diode, named as in a SPICE `.model` card."""
@@ -255,7 +262,7 @@ class Network:
         # Each negative weight flips its element once: the sign is the parity of the flips.
         flips_src = np.bincount(by_src[negative & (by_src >= 0)], minlength=len(self.sources))
         flips_amp = np.bincount(by_amp[negative & (by_amp >= 0)], minlength=len(self.amplifiers))
-        result = (1.0 - 2.0 * (flips_src % 2), 1.0 - 2.0 * (flips_amp % 2))
+        result = _frozen(1.0 - 2.0 * (flips_src % 2), 1.0 - 2.0 * (flips_amp % 2))
         if len(self._sign_memo) < 1024:
             self._sign_memo[key] = result
         return result
@@ -266,9 +273,18 @@ class Network:
 
     def amplifier_gains(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(forward, backward) gains of every amplifier for these (signed) conductances."""
-        _, amp_sign = self.sign_multipliers(conductances)
-        gain, backward, follows = self._amplifier_table
-        return gain * amp_sign, backward * np.where(follows, amp_sign, 1.0)
+        key = (np.asarray(conductances) < 0).tobytes()
+        if key not in self._gain_memo:
+            _, amp_sign = self.sign_multipliers(conductances)
+            gain, backward, follows = self._amplifier_table
+            if len(self._gain_memo) >= 1024:
+                self._gain_memo.clear()
+            self._gain_memo[key] = _frozen(gain * amp_sign, backward * np.where(follows, amp_sign, 1.0))
+        return self._gain_memo[key]
+
+    @cached_property
+    def _gain_memo(self) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
+        return {}
 
     @cached_property
     def _amplifier_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -62,6 +62,7 @@ class TwinBackend:
         self._n, self._nf = n, nf
         self._g = np.zeros(len(network.conductances))
         self._gains_key: bytes | None = None
+        self._signs_key: bytes | None = None
         # Warm starts: the last equilibrium per sample's inputs. Weights change little between
         # visits, so Newton starts a few steps from the answer.
         self._warm: dict[bytes, np.ndarray] = {}
@@ -74,13 +75,16 @@ class TwinBackend:
             raise ValueError("conductances must be finite, non-zero, one per edge")
         net = self.network
         self._g = g
-        self._src_sign, _ = net.sign_multipliers(g)
-        gain, back = net.amplifier_gains(g)
-        key = np.concatenate([gain, back]).tobytes()
-        if key != self._gains_key:  # the amplifier maps change only when a weight changes sign
-            self._gains_key = key
-            self._gain, self._back = gain, back
-            self._amplifier_maps()
+        signs = (g < 0).tobytes()
+        if signs != self._signs_key:  # sources and amplifiers change only when a weight changes sign
+            self._signs_key = signs
+            self._src_sign, _ = net.sign_multipliers(g)
+            gain, back = net.amplifier_gains(g)
+            key = np.concatenate([gain, back]).tobytes()
+            if key != self._gains_key:
+                self._gains_key = key
+                self._gain, self._back = gain, back
+                self._amplifier_maps()
         self._mag = np.abs(g)
         # M·Gn·T with Gn = incᵀ·diag(|g|)·inc + diag(loads), without forming Gn.
         self._a = (self._p * self._mag) @ self._q + self._a_loads
@@ -172,7 +176,7 @@ class TwinBackend:
         system gives the next node voltages. `shunt` ties every free node to ground (gmin
         stepping). None when it does not converge."""
         diode = self.diode
-        a, b, cmat = self._a + shunt * np.eye(self._nf), self._b, self._c
+        a, b, cmat = (self._a + shunt * np.eye(self._nf) if shunt else self._a), self._b, self._c
         for _ in range(MAX_ITERATIONS):
             cd, gd = diode.current(vd_at)
             try:
