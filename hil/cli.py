@@ -39,21 +39,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _open(experiment: config_mod.Experiment) -> tuple[Backend, np.ndarray]:
-    from sim.factory import open_backend
+    from sim.factory import open_experiment
 
-    network = experiment.network()
-    hyper = experiment.hyper()
-    backend = open_backend(
-        experiment["backend"]["name"],
-        network,
-        experiment["backend"],
-        hyper.method,
-        experiment.dataset().inputs,
-    )
-    g0 = eqprop.clip_conductances(
-        experiment.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
-    )
-    return backend, g0
+    return open_experiment(experiment), experiment.start_conductances()
 
 
 def _sample(experiment: config_mod.Experiment, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from hil import builders, datasets
+from hil import builders, datasets, eqprop
 from hil.eqprop import METHODS
 from hil.network import Network
 from hil.train import Hyper
@@ -196,6 +196,13 @@ class Experiment:
         else:
             draws = np.random.default_rng(c["seed"]).uniform(c["init_low"], c["init_high"], size)
         return draws[c["skip"] :]
+
+    def start_conductances(self) -> np.ndarray:
+        """The initial draw, clipped to the device range as the trainer will clip it."""
+        network, hyper = self.network(), self.hyper()
+        return eqprop.clip_conductances(
+            self.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
+        )
 
     def hyper(self) -> Hyper:
         t, c = self["training"], self["conductances"]

@@ -20,12 +20,9 @@ EXIT_INTERRUPTED = 130
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    if getattr(args, "backend", None):
-        out.setdefault("backend", {})["name"] = args.backend
-    if getattr(args, "epochs", None) is not None:
-        out.setdefault("training", {})["epochs"] = args.epochs
-    return out
+    from hil.cli import _overrides as overrides
+
+    return overrides(args)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -194,7 +191,7 @@ def _gradcheck_betas(fallback: Callable[[argparse.Namespace], int]) -> Callable[
 
 
 def cmd_gradcheck_betas(args: argparse.Namespace) -> int:
-    from sim.factory import open_backend
+    from sim.factory import open_experiment
 
     experiment = config.load(args.config, _overrides(args))
     betas = betascan.parse_list(args.betas, "--betas")
@@ -210,14 +207,11 @@ def cmd_gradcheck_betas(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.force:
         raise FileExistsError(f"{out} exists: choose another --out or pass --force to replace it")
-    network = experiment.network()
     hyper = experiment.hyper()
-    g0 = eqprop.clip_conductances(
-        experiment.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
-    )
+    g0 = experiment.start_conductances()
     # A bench refuses PCM before it touches anything, so name it when the scan includes it.
     method = "pcm" if "pcm" in methods else hyper.method
-    backend = open_backend(experiment["backend"]["name"], network, experiment["backend"], method, data.inputs)
+    backend = open_experiment(experiment, method)
     try:
         result = betascan.scan(
             backend,

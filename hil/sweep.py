@@ -143,15 +143,12 @@ def run_task(
     on_sample: Callable[[], None] = lambda: None,
 ) -> TaskResult:
     """Train one task on a fresh backend. Solver failures are returned; anything else is raised."""
-    from sim.factory import open_backend
+    from sim.factory import open_experiment
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     experiment = config.Experiment(Path(task.config_name), task.values)
-    network = experiment.network()
     hyper = experiment.hyper()
-    g0 = eqprop.clip_conductances(
-        experiment.initial_conductances(len(network.conductances)), network.signed, hyper.g_min, hyper.g_max
-    )
+    g0 = experiment.start_conductances()
     records: list[train.EpochRecord] = []
 
     def epoch_done(record: train.EpochRecord) -> None:
@@ -159,13 +156,7 @@ def run_task(
         on_epoch()
 
     started = time.perf_counter()
-    backend = open_backend(
-        experiment["backend"]["name"],
-        network,
-        experiment["backend"],
-        hyper.method,
-        experiment.dataset().inputs,
-    )
+    backend = open_experiment(experiment)
     failure = ""
     try:
         versions = dict(backend.identity().versions)

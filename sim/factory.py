@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.config import Experiment
 from hil.interface import Backend
 from hil.network import Network
 from sim.netlist import SimulatorOptions
@@ -44,3 +45,15 @@ def open_backend(
         levels = np.zeros((0, network.n_inputs)) if inputs is None else inputs
         return bench.open_bench(config, network, method, levels)
     raise ValueError(f"unknown backend {name!r}: use 'spice', 'numeric' or a bench config")
+
+
+def open_experiment(experiment: Experiment, method: str | None = None) -> Backend:
+    """The backend an experiment config names, told the method and the data set's inputs."""
+    hyper = experiment.hyper()
+    return open_backend(
+        experiment["backend"]["name"],
+        experiment.network(),
+        experiment["backend"],
+        method or hyper.method,
+        experiment.dataset().inputs,
+    )
