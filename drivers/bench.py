@@ -330,6 +330,7 @@ def configure(backend: BenchBackend) -> None:
     for key in [*cfg.nudges.values(), *([cfg.probe_channel] if cfg.probe_channel else [])]:
         backend._guard(hw.smus[key].source_current, lim["compliance_voltage"])
     for key, smu in hw.smus.items():
+        backend._guard(smu.integrate, cfg.nplc)
         backend._guard(smu.output, True)
         backend._levels[key] = 0.0
     for driver in hw.sessions.values():

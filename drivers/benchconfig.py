@@ -2,7 +2,8 @@
 
 Everything here is checked against the network before any instrument is touched. The file:
 
-    [bench]        experiment (an experiment config, relative to this file), emulated, settle_seconds
+    [bench]        experiment (an experiment config, relative to this file), emulated, settle_seconds,
+                   nplc (integration time of every SMU reading, power-line cycles)
     [limits]       max_volts, compliance_current, compliance_voltage, max_nudge_current,
                    ramp_step, pot_terminal_volts
     [instruments.NAME]  model, address (+ pot banks: channels, r_ab, r_w)
@@ -65,6 +66,7 @@ class BenchConfig:
     experiment: Path
     emulated: bool
     settle_seconds: float
+    nplc: float
     limits: dict[str, float]
     instruments: dict[str, Instrument]
     sources: dict[str, str]
@@ -119,10 +121,11 @@ def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
             f"{', '.join(f'[{k}]' for k in sorted(known))}"
         )
     bench = _table(path, raw, "bench")
-    extra = sorted(set(bench) - {"experiment", "emulated", "settle_seconds"})
+    extra = sorted(set(bench) - {"experiment", "emulated", "settle_seconds", "nplc"})
     if extra:
         raise ConfigError(
-            f"{path}: unknown key [bench] {extra[0]}: known keys are experiment, emulated, settle_seconds"
+            f"{path}: unknown key [bench] {extra[0]}: known keys are experiment, emulated, "
+            "settle_seconds, nplc"
         )
     if not isinstance(bench.get("experiment"), str):
         raise ConfigError(f'{path}: [bench] experiment must name an experiment config, e.g. "xor-bench.toml"')
@@ -131,6 +134,7 @@ def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
     if not isinstance(emulated, bool):
         raise ConfigError(f"{path}: [bench] emulated must be true or false")
     settle = _number(path, "bench", "settle_seconds", bench.get("settle_seconds", 0.0), 0.0, 60.0)
+    nplc = _number(path, "bench", "nplc", bench.get("nplc", 1.0), 0.01, 10.0)
 
     limits_raw = _table(path, raw, "limits")
     extra = sorted(set(limits_raw) - set(LIMIT_KEYS))
@@ -224,6 +228,7 @@ def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
         experiment,
         emulated,
         settle,
+        nplc,
         limits,
         instruments,
         sources,

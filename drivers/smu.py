@@ -55,6 +55,10 @@ class SmuRole:
     def output(self, on: bool) -> None:
         self.output_state = on
 
+    def integrate(self, nplc: float) -> None:
+        """Integration time of every reading, in power-line cycles: longer is quieter."""
+        self.nplc = nplc
+
     def measure_voltage(self) -> float:
         return self.measured_voltage
 
@@ -119,6 +123,28 @@ class Keithley2450(SmuRole, Instrument):
     current_tripped = measurement(":SOUR:VOLT:ILIM:TRIP?", "In current compliance.", on_off)
     voltage_tripped = measurement(":SOUR:CURR:VLIM:TRIP?", "In voltage compliance.", on_off)
     language = measurement("*LANG?", "Command set in use.", str)
+    sense_function = Control(
+        ":SENS:FUNC?",
+        ':SENS:FUNC "{value}"',
+        "What :READ? measures.",
+        strict_set(("VOLT", "CURR")),
+        lambda r: r.strip('"').split(":")[0],
+    )
+    reading = measurement(":READ?", "One reading of the sense function.")
+    voltage_range = Control(
+        ":SOUR:VOLT:RANG?", ":SOUR:VOLT:RANG {value}", "Source voltage range, V.", strict_range(0.02, 200)
+    )
+    current_range = Control(
+        ":SENS:CURR:RANG?", ":SENS:CURR:RANG {value}", "Measure current range, A.", strict_range(1e-8, 1.0)
+    )
+    current_autorange = Control(
+        ":SENS:CURR:RANG:AUTO?",
+        ":SENS:CURR:RANG:AUTO {value}",
+        "Measure current autorange.",
+        strict_set((True, False)),
+        on_off,
+        lambda v: "ON" if v else "OFF",
+    )
 
     def __init__(self, transport: Transport, name: str) -> None:
         Instrument.__init__(self, transport, name)

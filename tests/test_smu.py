@@ -172,3 +172,41 @@ def test_scripted_transport_catches_a_wrong_or_missing_exchange():
     Keithley2450(t, "smu").output(False)
     with pytest.raises(ProtocolMismatch, match="not made"):
         t.assert_done()
+
+
+def test_2450_sense_function_read_ranges_and_integration():
+    t = scripted(
+        [
+            (':SENS:FUNC "VOLT"', None),
+            (":SENS:FUNC?", '"VOLT:DC"'),
+            (":READ?", "1.250000E-01"),
+            (":SOUR:VOLT:RANG 2.0", None),
+            (":SENS:CURR:RANG:AUTO OFF", None),
+            (":SENS:CURR:RANG 0.0001", None),
+            (":SENS:CURR:NPLC 2.0", None),
+        ]
+    )
+    smu = Keithley2450(t, "smu")
+    smu.sense_function = "VOLT"
+    assert smu.sense_function == "VOLT"
+    assert smu.reading == pytest.approx(0.125)
+    smu.voltage_range = 2.0
+    smu.current_autorange = False
+    smu.current_range = 1e-4
+    with pytest.raises(ValueError, match="outside"):
+        smu.current_range = 2.0
+    smu.integrate(2.0)
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "make, ch, line",
+    [
+        (Keithley2600B, "a", "smua.measure.nplc = 0.5"),
+        (KeysightB2900, "1", ":SENS1:CURR:NPLC 0.5"),
+    ],
+)
+def test_integration_time_on_multichannel_smus(make, ch, line):
+    t = scripted([(line, None)])
+    make(t, "smu").channel(ch).integrate(0.5)
+    t.assert_done()

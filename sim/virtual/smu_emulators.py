@@ -71,6 +71,8 @@ class Emulated2450(_Emulator):
     def __init__(self, name: str, idn: str, bench: BenchState, reading: Reading) -> None:
         super().__init__(idn, bench, reading)
         self.key = name
+        self.sense = "CURR"
+        self.ranges: dict[str, float | str] = {}
         bench.smus.setdefault(name, SmuState())
 
     def command(self, cmd: str) -> str | None:
@@ -112,9 +114,17 @@ class Emulated2450(_Emulator):
             return None
         if c in (":SOUR:VOLT:ILIM:TRIP?", ":SOUR:CURR:VLIM:TRIP?"):
             return "1" if self.reading(self.key)[2] else "0"
+        if m := re.fullmatch(r':SENS:FUNC "(VOLT|CURR)(?::DC)?"', c):
+            self.sense = m[1]
+            return None
+        if c == ":SENS:FUNC?":
+            return f'"{self.sense}:DC"'
+        if m := re.fullmatch(r"(:SOUR:VOLT:RANG|:SENS:CURR:RANG(?::AUTO)?) (\S+)", c):
+            self.ranges[m[1]] = m[2]  # ranges change resolution on a real 2450, not the reading here
+            return None
         if c in (":MEAS:VOLT?", ":MEAS:CURR?", ":READ?"):
             v, i, _ = self.reading(self.key)
-            return _fmt(v if c == ":MEAS:VOLT?" else i)
+            return _fmt(v if c == ":MEAS:VOLT?" or (c == ":READ?" and self.sense == "VOLT") else i)
         self.errors.append(self.undefined)
         return None
 
