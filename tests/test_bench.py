@@ -206,3 +206,28 @@ def test_wrong_identity_and_unreachable_address_are_refused_before_outputs_go_on
     assert "Connection refused" in result.stderr and "address in the bench config" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not any(s.output for s in virtual.state.smus.values())
+
+
+def test_hil_emulate_serves_instruments_that_the_drivers_identify(configs):
+    from drivers.smu import Keithley2600B
+    from drivers.transport import VisaTransport
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", "emulate", str(configs / "bench-virtual.toml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = [proc.stdout.readline() for _ in range(8)]
+        assert lines[-1].startswith("serving"), lines
+        addresses = dict(line.split() for line in lines[1:7])
+        smu = Keithley2600B(VisaTransport(addresses["k26c"], Keithley2600B.line), "k26c")
+        assert "Model 2602B" in smu.identify()
+        smu.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
