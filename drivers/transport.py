@@ -191,5 +191,34 @@ class ScriptedTransport:
         return reply
 
 
+class LineHandler(Protocol):
+    def handle(self, line: str) -> str | None: ...
+
+
+class LoopbackTransport:
+    """A driver wired in memory to an emulator's `handle`: the driver and the emulator of one
+    instrument exercised together without a socket."""
+
+    def __init__(self, handler: LineHandler) -> None:
+        self.handler = handler
+        self.traffic = Traffic()
+
+    def write(self, line: str) -> None:
+        reply = self.handler.handle(line)
+        if reply is not None:
+            raise ProtocolMismatch(f"{line!r} was sent as a command but answered {reply!r}")
+        self.traffic.writes += 1
+
+    def query(self, line: str) -> str:
+        reply = self.handler.handle(line)
+        if reply is None:
+            raise TransportError(f"no answer to {line!r}")
+        self.traffic.queries += 1
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
 def scripted(pairs: Iterable[tuple[str, str | None]]) -> ScriptedTransport:
     return ScriptedTransport(list(pairs))

@@ -8,7 +8,7 @@ import pytest
 from drivers.instrument import InstrumentError
 from drivers.pots import AD5206Model, Calibration, PotBridge
 from drivers.roles import PotBank
-from drivers.transport import Traffic, TransportError, scripted
+from drivers.transport import LoopbackTransport, scripted
 from sim.virtual.pot_emulators import PotBridgeEmulator
 from sim.virtual.state import BenchState, PotBankState
 
@@ -197,27 +197,7 @@ def test_an_unfinished_operation_is_an_error():
 
 
 # ---------------------------------------------------------------------------------------- emulator
-class HandlerTransport:
-    """Wires a driver to an emulator's `handle` in memory."""
-
-    def __init__(self, handler: PotBridgeEmulator) -> None:
-        self.handler = handler
-        self.traffic = Traffic()
-
-    def write(self, line: str) -> None:
-        reply = self.handler.handle(line)
-        assert reply is None, f"{line!r} answered {reply!r}"
-        self.traffic.writes += 1
-
-    def query(self, line: str) -> str:
-        reply = self.handler.handle(line)
-        if reply is None:
-            raise TransportError(f"no answer to {line!r}")
-        self.traffic.queries += 1
-        return reply
-
-    def close(self) -> None:
-        pass
+HandlerTransport = LoopbackTransport
 
 
 def emulated(channels: int = 6) -> tuple[PotBridge, PotBankState, BenchState]:

@@ -8,7 +8,7 @@ import pytest
 from drivers.instrument import InstrumentError
 from drivers.roles import SwitchMatrix
 from drivers.switch import Keithley707B, Keysight34980A
-from drivers.transport import ProtocolMismatch, Traffic, TransportError, scripted
+from drivers.transport import LoopbackTransport, ProtocolMismatch, scripted
 from sim.virtual.state import BenchState, RelayState
 from sim.virtual.switch_emulators import Keithley707BEmulator, Keysight34980AEmulator
 
@@ -18,27 +18,7 @@ IDN_34980A = "Agilent Technologies,34980A,MY44012345,2.51-2.43-2.09-1.00"
 TSP_EMPTY = "0.00000e+00\tQueue Is Empty\t0.00000e+00\t0.00000e+00"
 
 
-class HandlerTransport:
-    """Wires a driver to an emulator's `handle` in memory."""
-
-    def __init__(self, handler: Keithley707BEmulator | Keysight34980AEmulator) -> None:
-        self.handler = handler
-        self.traffic = Traffic()
-
-    def write(self, line: str) -> None:
-        reply = self.handler.handle(line)
-        assert reply is None, f"{line!r} answered {reply!r}"
-        self.traffic.writes += 1
-
-    def query(self, line: str) -> str:
-        reply = self.handler.handle(line)
-        if reply is None:
-            raise TransportError(f"no answer to {line!r}")
-        self.traffic.queries += 1
-        return reply
-
-    def close(self) -> None:
-        pass
+HandlerTransport = LoopbackTransport
 
 
 # ---------------------------------------------------------------------------------------- 707B
