@@ -13,7 +13,6 @@ P the power absorbed by every element but the independent sources.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,6 +186,3 @@ def apply_update(
             "the gradient estimate is not finite: check the circuit and the solver tolerances"
         )
     return clip_conductances(g - learning_rates * np.sign(g) * estimate, network.signed, g_min, g_max)
-
-
-Progress = Callable[[int], None]
