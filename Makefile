@@ -30,14 +30,16 @@ run: setup
 	$(VENV)/bin/hil train configs/xor.toml
 
 test: setup
-	$(VENV)/bin/ruff check hil drivers sim tests bench
+	$(VENV)/bin/ruff check hil drivers sim tests
+	$(VENV)/bin/mypy
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 bench: setup
-	OMP_NUM_THREADS=1 $(PY) bench/run.py
+	OMP_NUM_THREADS=1 $(PY) tests/perf/run.py
 
 lint: setup
-	$(VENV)/bin/ruff check hil drivers sim tests bench
+	$(VENV)/bin/ruff check hil drivers sim tests
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -14,6 +14,7 @@ on SMUs, a switch matrix and digital potentiometers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,12 @@ import numpy as np
 
 from drivers import benchconfig
 from drivers.benchconfig import BenchConfig
-from drivers.instrument import InstrumentError
+from drivers.instrument import Instrument, InstrumentError
+from drivers.models import MATRIX, MODELS
+from drivers.pots import PotBridge
 from drivers.roles import SourceMeter, SwitchMatrix
 from drivers.router import Router
-from drivers.transport import Traffic, TransportError
+from drivers.transport import SerialTransport, Traffic, TransportError, VisaTransport
 from hil.interface import BackendError, Identity, State
 from hil.network import Network
 
@@ -39,8 +42,8 @@ class Instruments:
 
     smus: dict[str, SourceMeter] = field(default_factory=dict)  # channel key -> channel
     matrices: dict[str, SwitchMatrix] = field(default_factory=dict)
-    pots: dict[str, Any] = field(default_factory=dict)  # bank name -> PotBridge
-    sessions: dict[str, Any] = field(default_factory=dict)  # instrument name -> driver (for idn, close)
+    pots: dict[str, PotBridge] = field(default_factory=dict)
+    sessions: dict[str, Instrument] = field(default_factory=dict)  # instrument name -> driver (idn, close)
     addresses: dict[str, str] = field(default_factory=dict)
 
     def traffic(self) -> Traffic:
@@ -60,7 +63,7 @@ class BenchBackend:
         self._levels: dict[str, float] = {}  # SMU channel -> level it holds now
         self._inverted: set[str] = set()
         self._g = np.zeros(len(network.conductances))
-        self.on_close: list[Any] = []  # extra shutdown steps (a virtual bench to stop)
+        self.on_close: list[Callable[[], None]] = []  # extra shutdown steps (a virtual bench to stop)
         index = network.node_index
         self._source_nodes = [index[s.node] for s in network.sources]
         self._nudge_nodes = [(node, index[node]) for node in config.nudges]
@@ -244,31 +247,19 @@ class BenchBackend:
 
 
 # ---------------------------------------------------------------------------------------- opening
-def max_source_volts(network: Network, inputs: np.ndarray) -> float:
-    return float(max((np.max(np.abs(network.source_values(x))) for x in inputs), default=0.0))
-
-
-def open_bench(config: BenchConfig, network: Network, method: str, inputs: np.ndarray) -> BenchBackend:
+def open_bench(
+    config: BenchConfig,
+    network: Network,
+    method: str,
+    inputs: np.ndarray,
+    addresses: dict[str, str] | None = None,
+) -> BenchBackend:
     """Check the config against the network, connect, identify, configure; leave every output at
-    0 V (compliance set first) and every relay open. Nothing is energised before all checks pass."""
-    benchconfig.check_against(config, network, method, max_source_volts(network, inputs))
-    addresses = {name: spec.address for name, spec in config.instruments.items()}
-    stop_virtual = None
-    if config.emulated:
-        from sim.virtual.bench import VirtualBench
-
-        virtual = VirtualBench(config, network).start()
-        addresses = virtual.addresses
-        stop_virtual = virtual.stop
-    try:
-        hw = connect(config, addresses)
-    except Exception:
-        if stop_virtual:
-            stop_virtual()
-        raise
+    0 V (compliance set first) and every relay open. Nothing is energised before all checks pass.
+    `addresses` replaces the config's (a virtual bench serving it on local ports)."""
+    benchconfig.check_against(config, network, method, benchconfig.max_source_volts(network, inputs))
+    hw = connect(config, addresses or {name: spec.address for name, spec in config.instruments.items()})
     backend = BenchBackend(network, config, hw)
-    if stop_virtual:
-        backend.on_close.append(stop_virtual)
     try:
         configure(backend)
     except Exception:
@@ -279,39 +270,24 @@ def open_bench(config: BenchConfig, network: Network, method: str, inputs: np.nd
 
 def connect(config: BenchConfig, addresses: dict[str, str]) -> Instruments:
     """Open every session and check every identity; touches no output."""
-    from drivers import pots as pot_drivers
-    from drivers import smu as smu_drivers
-    from drivers import switch as switch_drivers
-    from drivers.transport import SerialTransport, VisaTransport
-
     hw = Instruments(addresses=dict(addresses))
     try:
         for name, spec in config.instruments.items():
-            address = addresses[name]
-            if spec.model in benchconfig.POT_MODELS:
-                model = pot_drivers.AD5206Model(r_ab=spec.r_ab, r_w=spec.r_w, channels=spec.channels)
-                transport = SerialTransport(address, pot_drivers.PotBridge.line)
-                driver: Any = pot_drivers.PotBridge(transport, name, model)
-                hw.pots[name] = driver
+            model = MODELS[spec.model]
+            if model.serial:
+                bank = PotBridge(SerialTransport(addresses[name], PotBridge.line), name, spec.pot_model())
+                hw.pots[name] = bank
+                driver: Instrument = bank
             else:
-                cls = {
-                    "keithley-2450": smu_drivers.Keithley2450,
-                    "keithley-2600b": smu_drivers.Keithley2600B,
-                    "keysight-b2900": smu_drivers.KeysightB2900,
-                    "keithley-707b": switch_drivers.Keithley707B,
-                    "keithley-3706a": switch_drivers.Keithley707B,
-                    "keysight-34980a": switch_drivers.Keysight34980A,
-                }[spec.model]
-                transport = VisaTransport(address, cls.line)
-                driver = cls(transport, name)
-                if spec.model in benchconfig.MATRIX_MODELS:
-                    hw.matrices[name] = driver
+                driver = model.driver(VisaTransport(addresses[name], model.driver.line), name)
+                if model.role == MATRIX:
+                    hw.matrices[name] = driver  # type: ignore[assignment]
             hw.sessions[name] = driver
             driver.identify()
         for key in config.smu_channels():
             inst, _, ch = key.partition(".")
-            driver = hw.sessions[inst]
-            hw.smus[key] = driver.channel(ch) if ch else driver
+            session: Any = hw.sessions[inst]
+            hw.smus[key] = session.channel(ch) if ch else session
     except (InstrumentError, TransportError) as exc:
         for driver in hw.sessions.values():
             driver.close()

@@ -1,17 +1,18 @@
 """Bench configs: which instruments, where, how they meet the board, and the safety limits.
 
-Everything here is checked against the network before any instrument is touched. The file:
+Everything here is checked against the network before any instrument is touched. The file has
+keyed tables (`KEYS`, documented key by key like an experiment's) and maps (`MAPS`, one entry per
+network element):
 
-    [bench]        experiment (an experiment config, relative to this file), emulated, settle_seconds,
-                   nplc (integration time of every SMU reading, power-line cycles)
-    [limits]       max_volts, compliance_current, compliance_voltage, max_nudge_current,
-                   ramp_step, pot_terminal_volts
-    [instruments.NAME]  model, address (+ pot banks: channels, r_ab, r_w)
-    [sources]      network source -> SMU channel ("smu1" for a 2450, "k26.a", "b29.1")
-    [nudges]       output node -> SMU channel that forces the nudge current
-    [probe]        channel (an SMU channel forcing 0 A), matrix, [probe.routes] node -> crosspoints
-    [pots]         edge -> "bank.channel"
-    [amplifiers]   amplifier -> crosspoints that invert it (negative weights behind it)
+    [bench]               experiment, emulated, settle_seconds, nplc
+    [limits]              max_volts, compliance_current, compliance_voltage, max_nudge_current,
+                          ramp_step, pot_terminal_volts (every one required)
+    [instruments.NAME]    model, address (+ pot banks: channels, r_ab, r_w)
+    [sources]             network source -> SMU channel ("smu1" for a 2450, "k26.a", "b29.1")
+    [nudges]              output node -> SMU channel that forces the nudge current
+    [probe]               channel (an SMU channel forcing 0 A), matrix; [probe.routes] node -> crosspoints
+    [pots]                edge -> "bank.channel"
+    [amplifiers]          amplifier -> crosspoints that invert it (negative weights behind it)
 """
 
 from __future__ import annotations
@@ -22,14 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drivers.models import MATRIX, MODELS, POTS, SMU
+from drivers.pots import AD5206Model
 from drivers.router import Crosspoint, RouteMap
-from hil.config import ConfigError
+from hil.config import REQUIRED, ConfigError, Key, check_table
 from hil.network import Network
 
-SMU_MODELS = {"keithley-2450": (), "keithley-2600b": ("a", "b"), "keysight-b2900": ("1", "2")}
-MATRIX_MODELS = ("keithley-707b", "keithley-3706a", "keysight-34980a")
-POT_MODELS = ("pot-bridge",)
-MODELS = (*SMU_MODELS, *MATRIX_MODELS, *POT_MODELS)
+
+def _within(low: float, high: float, unit: str) -> tuple[Any, str]:
+    check = lambda v: low <= v <= high  # noqa: E731
+    return check, f"from {low:g} to {high:g} {unit}".rstrip()
+
+
+def _address_ok(address: str) -> bool:
+    return bool(
+        re.match(r"^(TCPIP\d*::|ASRL|GPIB\d*::|USB\d*::|socket://|rfc2217://|/dev/|COM\d+$)", address)
+    )
+
 
 # What an instrument may do at most, whatever the config says (the instruments' own ranges).
 HARD_LIMITS = {
@@ -37,27 +47,94 @@ HARD_LIMITS = {
     "compliance_current": 1.0,
     "compliance_voltage": 200.0,
     "max_nudge_current": 0.1,
+    "ramp_step": 200.0,
     "pot_terminal_volts": 5.5,
 }
+_NUMBER = (int, float)
 
-LIMIT_KEYS = (
-    "max_volts",
-    "compliance_current",
-    "compliance_voltage",
-    "max_nudge_current",
-    "ramp_step",
-    "pot_terminal_volts",
-)
+KEYS: dict[str, dict[str, Key]] = {
+    "bench": {
+        "experiment": Key(
+            REQUIRED,
+            str,
+            rule='the path of an experiment config, e.g. "xor-bench.toml"',
+            doc="the experiment config this bench runs (relative to the bench config)",
+        ),
+        "emulated": Key(
+            False, bool, doc="true: start a virtual bench of emulators on free local ports for the run"
+        ),
+        "settle_seconds": Key(0.0, _NUMBER, *_within(0.0, 60.0, "s"), "wait after setting levels, s"),
+        "nplc": Key(1.0, _NUMBER, *_within(0.01, 10.0, "PLC"), "integration time of every SMU reading, PLC"),
+    },
+    "limits": {
+        "max_volts": Key(REQUIRED, _NUMBER, *_within(1e-12, 200.0, "V"), "the most any source may force, V"),
+        "compliance_current": Key(
+            REQUIRED,
+            _NUMBER,
+            *_within(1e-12, 1.0, "A"),
+            "current limit of every voltage-forcing channel, set before output on, A",
+        ),
+        "compliance_voltage": Key(
+            REQUIRED, _NUMBER, *_within(1e-12, 200.0, "V"), "voltage limit of the nudge and probe channels, V"
+        ),
+        "max_nudge_current": Key(REQUIRED, _NUMBER, *_within(1e-12, 0.1, "A"), "largest nudge current, A"),
+        "ramp_step": Key(
+            REQUIRED, _NUMBER, *_within(1e-3, 200.0, "V"), "largest single step of a source level, V"
+        ),
+        "pot_terminal_volts": Key(
+            REQUIRED, _NUMBER, *_within(1e-12, 5.5, "V"), "largest |V| on any digital-pot terminal, V"
+        ),
+    },
+    "instruments.NAME": {
+        "model": Key(
+            REQUIRED, str, lambda v: v in MODELS, f"one of {', '.join(MODELS)}", f"one of {', '.join(MODELS)}"
+        ),
+        "address": Key(
+            REQUIRED,
+            str,
+            _address_ok,
+            "a VISA resource (TCPIP::host::port::SOCKET, ASRL…, GPIB…) or a serial port/URL",
+            "VISA resource, or serial port/URL for the pot bridge",
+        ),
+        "channels": Key(6, int, *_within(1, 64, "channels"), "pot bridge: number of pots"),
+        "r_ab": Key(10e3, _NUMBER, *_within(1.0, 1e7, "Ω"), "pot bridge: end-to-end resistance R_AB, Ω"),
+        "r_w": Key(50.0, _NUMBER, *_within(0.0, 1e4, "Ω"), "pot bridge: wiper resistance R_W, Ω"),
+    },
+    "probe": {
+        "channel": Key(
+            "", str, doc="SMU channel that forces 0 A and reads the nodes the matrix routes to it"
+        ),
+        "matrix": Key("", str, doc="the switch matrix (an [instruments] name) that routes the probe"),
+        "routes": Key({}, dict, doc="[probe.routes] node = crosspoints joining the probe to it"),
+    },
+}
+MAPS = {
+    "sources": 'network source = SMU channel that forces it, e.g. Vx1 = "k26a.a"',
+    "nudges": 'output node = SMU channel that forces its nudge current, e.g. "11" = "k26d.a"',
+    "pots": 'edge = digital-pot channel, "bank.channel" (channels from 1), e.g. R1 = "pots.1"',
+    "amplifiers": 'amplifier = crosspoints that invert it (negative weights behind it), e.g. X1 = ["1B01"]',
+}
+_POT_ONLY = ("channels", "r_ab", "r_w")
 
 
 @dataclass(frozen=True)
-class Instrument:
+class InstrumentSpec:
+    """One [instruments.NAME] table: what the bench config says of an instrument."""
+
     name: str
     model: str
     address: str
     channels: int = 0  # pot banks
     r_ab: float = 10e3  # Ω, pot end-to-end resistance
     r_w: float = 50.0  # Ω, pot wiper resistance
+
+    @property
+    def role(self) -> str:
+        return MODELS[self.model].role
+
+    def pot_model(self) -> AD5206Model:
+        """The part behind a pot bank, as this spec sizes it."""
+        return AD5206Model(r_ab=self.r_ab, r_w=self.r_w, channels=self.channels)
 
 
 @dataclass(frozen=True)
@@ -68,7 +145,7 @@ class BenchConfig:
     settle_seconds: float
     nplc: float
     limits: dict[str, float]
-    instruments: dict[str, Instrument]
+    instruments: dict[str, InstrumentSpec]
     sources: dict[str, str]
     nudges: dict[str, str]
     probe_channel: str | None
@@ -81,9 +158,8 @@ class BenchConfig:
         used = [*self.sources.values(), *self.nudges.values()]
         return used + ([self.probe_channel] if self.probe_channel else [])
 
-
-def is_bench_config(raw: dict[str, Any]) -> bool:
-    return "bench" in raw
+    def of_role(self, role: str) -> dict[str, InstrumentSpec]:
+        return {name: spec for name, spec in self.instruments.items() if spec.role == role}
 
 
 def read(path: str | Path) -> BenchConfig:
@@ -97,148 +173,106 @@ def read(path: str | Path) -> BenchConfig:
     return parse(path, raw)
 
 
-def _table(path: Path, raw: dict[str, Any], key: str) -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: [{key}] must be a table")
-    return value
-
-
-def _number(path: Path, section: str, key: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(
-            f"{path}: [{section}] {key} = {value!r} is invalid: it must be in [{low:g}, {high:g}]"
-        )
-    return float(value)
-
-
 def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
-    known = {"bench", "limits", "instruments", "sources", "nudges", "probe", "pots", "amplifiers"}
+    """Check every table of a bench config on its own (`check_against` checks it with the network)."""
+    known = {"bench", "limits", "instruments", "probe", *MAPS}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
             f"{path}: unknown section [{unknown[0]}]: known sections are "
             f"{', '.join(f'[{k}]' for k in sorted(known))}"
         )
-    bench = _table(path, raw, "bench")
-    extra = sorted(set(bench) - {"experiment", "emulated", "settle_seconds", "nplc"})
-    if extra:
+    bench = check_table(path, "bench", raw.get("bench", {}), KEYS["bench"])
+    limits = check_table(path, "limits", raw.get("limits", {}), KEYS["limits"])
+    instruments = _instruments(path, _map(path, raw, "instruments"))
+    smu = _smu_channel(path, instruments)
+    probe = check_table(path, "probe", raw.get("probe", {}), KEYS["probe"])
+    if probe["matrix"] and instruments.get(probe["matrix"], _NONE).role != MATRIX:
         raise ConfigError(
-            f"{path}: unknown key [bench] {extra[0]}: known keys are experiment, emulated, "
-            "settle_seconds, nplc"
+            f"{path}: [probe] matrix = {probe['matrix']!r} is not a switch matrix of this bench"
         )
-    if not isinstance(bench.get("experiment"), str):
-        raise ConfigError(f'{path}: [bench] experiment must name an experiment config, e.g. "xor-bench.toml"')
-    experiment = (path.parent / bench["experiment"]).resolve()
-    emulated = bench.get("emulated", False)
-    if not isinstance(emulated, bool):
-        raise ConfigError(f"{path}: [bench] emulated must be true or false")
-    settle = _number(path, "bench", "settle_seconds", bench.get("settle_seconds", 0.0), 0.0, 60.0)
-    nplc = _number(path, "bench", "nplc", bench.get("nplc", 1.0), 0.01, 10.0)
+    return BenchConfig(
+        path,
+        (path.parent / bench["experiment"]).resolve(),
+        bench["emulated"],
+        float(bench["settle_seconds"]),
+        float(bench["nplc"]),
+        {k: float(v) for k, v in limits.items()},
+        instruments,
+        {k: smu("sources", k, v) for k, v in _map(path, raw, "sources").items()},
+        {str(k): smu("nudges", k, v) for k, v in _map(path, raw, "nudges").items()},
+        smu("probe", "channel", probe["channel"]) if probe["channel"] else None,
+        probe["matrix"] or None,
+        {str(k): _crosspoints(path, f"probe.routes.{k}", v) for k, v in probe["routes"].items()},
+        _pots(path, _map(path, raw, "pots"), instruments),
+        {k: _crosspoints(path, f"amplifiers.{k}", v) for k, v in _map(path, raw, "amplifiers").items()},
+    )
 
-    limits_raw = _table(path, raw, "limits")
-    extra = sorted(set(limits_raw) - set(LIMIT_KEYS))
-    if extra:
-        raise ConfigError(f"{path}: unknown key [limits] {extra[0]}: known keys are {', '.join(LIMIT_KEYS)}")
-    missing = [k for k in LIMIT_KEYS if k not in limits_raw]
-    if missing:
-        raise ConfigError(f"{path}: [limits] {missing[0]} is missing: a bench needs every safety limit set")
-    limits = {
-        k: _number(path, "limits", k, limits_raw[k], 1e-12, HARD_LIMITS.get(k, 1e3)) for k in LIMIT_KEYS
-    }
 
-    instruments: dict[str, Instrument] = {}
-    for name, spec in _table(path, raw, "instruments").items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{path}: [instruments.{name}] must be a table")
-        model, address = spec.get("model"), spec.get("address")
-        if model not in MODELS:
-            raise ConfigError(
-                f"{path}: [instruments.{name}] model = {model!r} is unknown: use one of {', '.join(MODELS)}"
-            )
-        if not isinstance(address, str) or not _address_ok(address):
-            raise ConfigError(
-                f"{path}: [instruments.{name}] address = {address!r} is not a VISA resource "
-                "(TCPIP::host::port::SOCKET, ASRL…, GPIB…) or a serial port/URL"
-            )
-        allowed = {"model", "address"} | ({"channels", "r_ab", "r_w"} if model in POT_MODELS else set())
-        extra = sorted(set(spec) - allowed)
-        if extra:
-            raise ConfigError(f"{path}: unknown key [instruments.{name}] {extra[0]}")
-        if model in POT_MODELS:
-            channels = spec.get("channels", 6)
-            if not isinstance(channels, int) or not 1 <= channels <= 64:
-                raise ConfigError(f"{path}: [instruments.{name}] channels = {channels!r} must be 1 to 64")
-            instruments[name] = Instrument(
-                name,
-                model,
-                address,
-                channels,
-                _number(path, f"instruments.{name}", "r_ab", spec.get("r_ab", 10e3), 1.0, 1e7),
-                _number(path, f"instruments.{name}", "r_w", spec.get("r_w", 50.0), 0.0, 1e4),
+_NONE = InstrumentSpec("", "keithley-2450", "")
+
+
+def _map(path: Path, raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{key}] must be a table")
+    return value
+
+
+def _instruments(path: Path, tables: dict[str, Any]) -> dict[str, InstrumentSpec]:
+    specs: dict[str, InstrumentSpec] = {}
+    for name, table in tables.items():
+        section = f"instruments.{name}"
+        keys = KEYS["instruments.NAME"]
+        model = table.get("model") if isinstance(table, dict) else None
+        if MODELS.get(model or "") is not None and MODELS[model].role != POTS:
+            keys = {k: v for k, v in keys.items() if k not in _POT_ONLY}
+        values = check_table(path, section, table, keys)
+        if values["model"] in MODELS and MODELS[values["model"]].role == POTS:
+            specs[name] = InstrumentSpec(
+                name, values["model"], values["address"], values["channels"], values["r_ab"], values["r_w"]
             )
         else:
-            instruments[name] = Instrument(name, model, address)
+            specs[name] = InstrumentSpec(name, values["model"], values["address"])
+    return specs
+
+
+def _smu_channel(path: Path, instruments: dict[str, InstrumentSpec]) -> Any:
+    """A checker of "instrument.channel" names against this bench's SMUs."""
 
     def channel(section: str, key: str, value: Any) -> str:
         inst, _, ch = str(value).partition(".")
         spec = instruments.get(inst)
-        if (
-            spec is None
-            or spec.model not in SMU_MODELS
-            or (ch or "") not in (SMU_MODELS[spec.model] or ("",))
-        ):
+        if spec is None or spec.role != SMU or ch not in (MODELS[spec.model].channels or ("",)):
             raise ConfigError(
                 f"{path}: [{section}] {key} = {value!r} is not an SMU channel of this bench "
                 '(e.g. "smu1" for a 2450, "k26.a" for a 2600B, "b29.1" for a B2900)'
             )
         return str(value)
 
-    sources = {k: channel("sources", k, v) for k, v in _table(path, raw, "sources").items()}
-    nudges = {k: channel("nudges", k, v) for k, v in _table(path, raw, "nudges").items()}
-    probe = _table(path, raw, "probe")
-    probe_channel = channel("probe", "channel", probe["channel"]) if "channel" in probe else None
-    probe_matrix = probe.get("matrix")
-    if (
-        probe_matrix is not None
-        and instruments.get(probe_matrix, Instrument("", "", "")).model not in MATRIX_MODELS
-    ):
-        raise ConfigError(f"{path}: [probe] matrix = {probe_matrix!r} is not a switch matrix of this bench")
-    routes = {str(k): _crosspoints(path, f"probe.routes.{k}", v) for k, v in probe.get("routes", {}).items()}
+    return channel
+
+
+def _pots(
+    path: Path, table: dict[str, Any], instruments: dict[str, InstrumentSpec]
+) -> dict[str, tuple[str, int]]:
     pots: dict[str, tuple[str, int]] = {}
-    for edge, where in _table(path, raw, "pots").items():
+    for edge, where in table.items():
         bank, _, ch = str(where).partition(".")
         spec = instruments.get(bank)
-        if (
-            spec is None
-            or spec.model not in POT_MODELS
-            or not ch.isdigit()
-            or not 1 <= int(ch) <= spec.channels
-        ):
+        if spec is None or spec.role != POTS or not ch.isdigit() or not 1 <= int(ch) <= spec.channels:
             raise ConfigError(
                 f"{path}: [pots] {edge} = {where!r} is not a pot channel of this bench "
                 '("bank.channel", channels numbered from 1)'
             )
         pots[edge] = (bank, int(ch))
-    amplifiers = {
-        k: _crosspoints(path, f"amplifiers.{k}", v) for k, v in _table(path, raw, "amplifiers").items()
-    }
-    return BenchConfig(
-        path,
-        experiment,
-        emulated,
-        settle,
-        nplc,
-        limits,
-        instruments,
-        sources,
-        nudges,
-        probe_channel,
-        probe_matrix,
-        routes,
-        pots,
-        amplifiers,
-    )
+    return pots
+
+
+def _crosspoints(path: Path, where: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(x, str) for x in value):
+        raise ConfigError(f'{path}: [{where}] must be a list of crosspoint names, e.g. ["1A01"]')
+    return value
 
 
 def probe_routes(config: BenchConfig, network: Network) -> RouteMap:
@@ -251,16 +285,9 @@ def probe_routes(config: BenchConfig, network: Network) -> RouteMap:
     return RouteMap(dict(config.probe_routes), crosspoints, driven)
 
 
-def _crosspoints(path: Path, where: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(x, str) for x in value):
-        raise ConfigError(f'{path}: [{where}] must be a list of crosspoint names, e.g. ["1A01"]')
-    return value
-
-
-def _address_ok(address: str) -> bool:
-    return bool(
-        re.match(r"^(TCPIP\d*::|ASRL|GPIB\d*::|USB\d*::|socket://|rfc2217://|/dev/|COM\d+$)", address)
-    )
+def max_source_volts(network: Network, inputs: Any) -> float:
+    """The largest |V| any source is set to over a data set's inputs (before sign flips)."""
+    return float(max((abs(v) for x in inputs for v in network.source_values(x)), default=0.0))
 
 
 def check_against(config: BenchConfig, network: Network, method: str, max_source_volts: float) -> None:

@@ -176,7 +176,6 @@ class PotBridge(PotBankDriver, Instrument):
     CODE: ClassVar[str] = "POT{channel}:CODE {code}"
     CODE_QUERY: ClassVar[str] = "POT{channel}:CODE?"
 
-    complete = measurement("*OPC?", "1 once every command before it is done.", int)
     channel_count = measurement("POT:COUN?", "Channels the bridge drives.", int)
 
     def __init__(self, transport: Transport, name: str, pot: AD5206Model | None = None) -> None:
@@ -199,7 +198,7 @@ class PotBridge(PotBankDriver, Instrument):
 
     def reset(self) -> None:
         self.write(self.RESET)
-        self._wait()
+        self.wait_complete()
         self.written = {}  # the safe code is the firmware's: next program() writes every channel
 
     def write_codes(self, codes: dict[int, int]) -> None:
@@ -213,23 +212,18 @@ class PotBridge(PotBankDriver, Instrument):
             self.write(self.ALL.format(codes=format_all([checked[n] for n in range(1, self.channels + 1)])))
         else:
             self.write(self.SET.format(codes=format_set(checked)))
-        self._wait()
+        self.wait_complete()
         self.written.update(checked)
 
     def write_code(self, channel: int, code: int) -> None:
         self.write(
             self.CODE.format(channel=self._checked_channel(channel), code=self._checked_code(channel, code))
         )
-        self._wait()
+        self.wait_complete()
         self.written[channel] = code
 
     def read_code(self, channel: int) -> int:
         return int(self.ask(self.CODE_QUERY.format(channel=self._checked_channel(channel))))
-
-    def _wait(self) -> None:
-        done = self.complete
-        if done != 1:
-            raise InstrumentError(f"{self.name}: *OPC? answered {done}, not 1")
 
     def _checked_channel(self, channel: int) -> int:
         try:

@@ -13,14 +13,13 @@ P the power absorbed by every element but the independent sources.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from hil.interface import Backend, BackendError, ConvergenceError, State
 from hil.network import Network
-
-METHODS = ("vdm", "vdm-centered", "pcm")
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,73 @@ def nudged(backend: Backend, inputs: np.ndarray, targets: np.ndarray, y: np.ndar
     return settle(backend, inputs, nudges, f"nudged (beta {beta:+g} A/V)")
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What an estimator works from: one sample at programmed conductances and its free phase."""
+
+    backend: Backend
+    conductances: np.ndarray
+    inputs: np.ndarray
+    targets: np.ndarray
+    free: State
+    outputs: np.ndarray
+
+    def nudged(self, beta: float) -> State:
+        return nudged(self.backend, self.inputs, self.targets, self.outputs, beta)
+
+
+def _vdm(s: Sample, beta: float, eps: float) -> np.ndarray:
+    net = s.backend.network
+    plus = s.nudged(beta)
+    return net.nudge_sign * (drops(net, plus) ** 2 - drops(net, s.free) ** 2)[net.pairing] / (2 * beta)
+
+
+def _vdm_centered(s: Sample, beta: float, eps: float) -> np.ndarray:
+    net = s.backend.network
+    plus, minus = s.nudged(beta), s.nudged(-beta)
+    return net.nudge_sign * (drops(net, plus) ** 2 - drops(net, minus) ** 2)[net.pairing] / (4 * beta)
+
+
+def _pcm(s: Sample, beta: float, eps: float) -> np.ndarray:
+    backend, g, net = s.backend, s.conductances, s.backend.network
+    p_free = absorbed_power(net, s.free, g)
+    p_nudged = absorbed_power(net, s.nudged(beta), g)
+    d_free = np.zeros(len(g))
+    d_nudged = np.zeros(len(g))
+    for k in range(len(g)):
+        gk = g.copy()
+        gk[k] = g[k] * (1.0 + eps)  # |g_k| grows by eps, its sign is kept
+        backend.program(gk)
+        f = settle(backend, s.inputs, None, f"free (|{net.conductances[k].name}| + {eps:g})")
+        n = nudged(backend, s.inputs, s.targets, outputs(net, f), beta)
+        step = eps * abs(g[k])
+        d_free[k] = (absorbed_power(net, f, gk) - p_free) / step
+        d_nudged[k] = (absorbed_power(net, n, gk) - p_nudged) / step
+    backend.program(g)
+    return -net.nudge_sign * (d_nudged - d_free) / (2 * beta)
+
+
+# The estimators by name: each turns a sample's free phase into the raw formula per edge, running
+# whatever nudged phases (and, for PCM, perturbed re-solves) it needs. `eps` is PCM's perturbation.
+ESTIMATORS: dict[str, Callable[[Sample, float, float], np.ndarray]] = {
+    "vdm": _vdm,
+    "vdm-centered": _vdm_centered,
+    "pcm": _pcm,
+}
+METHODS = tuple(ESTIMATORS)
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """Refuse an unknown or repeated method name."""
+    chosen = list(methods)
+    unknown = [m for m in chosen if m not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}: use one of {', '.join(METHODS)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"methods {','.join(chosen)} name a method twice: give each once")
+    return chosen
+
+
 def measure(
     backend: Backend,
     conductances: np.ndarray,
@@ -88,51 +154,12 @@ def measure(
 ) -> Measurement:
     """Free phase, nudged phase(s) and the raw estimate for one sample at `conductances`
     (already programmed into the backend)."""
-    net = backend.network
-    s = net.nudge_sign
+    if method not in ESTIMATORS:
+        check_methods([method])
     free = settle(backend, inputs, None, "free")
-    y = outputs(net, free)
-    pair = net.pairing
-    if method == "vdm":
-        plus = nudged(backend, inputs, targets, y, beta)
-        raw = s * (drops(net, plus) ** 2 - drops(net, free) ** 2)[pair] / (2 * beta)
-    elif method == "vdm-centered":
-        plus = nudged(backend, inputs, targets, y, beta)
-        minus = nudged(backend, inputs, targets, y, -beta)
-        raw = s * (drops(net, plus) ** 2 - drops(net, minus) ** 2)[pair] / (4 * beta)
-    elif method == "pcm":
-        raw = _pcm(backend, conductances, inputs, targets, free, y, beta, pcm_perturbation)
-    else:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    return Measurement(free, y, loss(targets, y), raw)
-
-
-def _pcm(
-    backend: Backend,
-    g: np.ndarray,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    free: State,
-    y: np.ndarray,
-    beta: float,
-    eps: float,
-) -> np.ndarray:
-    net = backend.network
-    p_free = absorbed_power(net, free, g)
-    p_nudged = absorbed_power(net, nudged(backend, inputs, targets, y, beta), g)
-    d_free = np.zeros(len(g))
-    d_nudged = np.zeros(len(g))
-    for k in range(len(g)):
-        gk = g.copy()
-        gk[k] = g[k] * (1.0 + eps)  # |g_k| grows by eps, its sign is kept
-        backend.program(gk)
-        f = settle(backend, inputs, None, f"free (|{net.conductances[k].name}| + {eps:g})")
-        n = nudged(backend, inputs, targets, outputs(net, f), beta)
-        step = eps * abs(g[k])
-        d_free[k] = (absorbed_power(net, f, gk) - p_free) / step
-        d_nudged[k] = (absorbed_power(net, n, gk) - p_nudged) / step
-    backend.program(g)
-    return -net.nudge_sign * (d_nudged - d_free) / (2 * beta)
+    y = outputs(backend.network, free)
+    sample = Sample(backend, conductances, inputs, targets, free, y)
+    return Measurement(free, y, loss(targets, y), ESTIMATORS[method](sample, beta, pcm_perturbation))
 
 
 def compensated(network: Network, raw: np.ndarray) -> np.ndarray:

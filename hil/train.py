@@ -12,6 +12,11 @@ from hil.datasets import Dataset
 from hil.interface import Backend, BackendError
 
 
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C asked the run to stop: raised between two samples (or two sweep tasks),
+    so no phase, update or log write is cut in half."""
+
+
 @dataclass(frozen=True)
 class Hyper:
     """What the trainer needs to know; everything else is in the network and the backend."""
@@ -57,8 +62,8 @@ def train(
     data: Dataset,
     g0: np.ndarray,
     hyper: Hyper,
-    on_epoch: Callable[[EpochRecord], None] = lambda record: None,
-    on_sample: Callable[[], None] = lambda: None,
+    on_epoch: Callable[[EpochRecord], object] = lambda record: None,
+    on_sample: Callable[[], object] = lambda: None,
 ) -> list[EpochRecord]:
     net = backend.network
     rates = hyper.learning_rate * np.array(

@@ -1,59 +1,79 @@
-"""Open the backend a config names: ngspice, the numerical twin, or a bench (real or virtual)."""
+"""The one place that opens a backend: ngspice, the numerical twin, or a bench (real or virtual).
+
+Each opener takes an experiment and the method it will serve; they are registered under the
+entry-point group `eqprop_hil.backends` (pyproject.toml), which is how `hil.open_backend` finds
+them without the method importing the simulators.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from hil.config import Experiment
+from drivers import benchconfig
+from drivers.bench import BenchBackend, open_bench
+from drivers.benchconfig import BenchConfig
+from hil.config import ConfigError, Experiment
 from hil.interface import Backend
 from hil.network import Network
 from sim.netlist import SimulatorOptions
 
 
-def open_backend(
-    name: str,
-    network: Network,
-    settings: dict[str, Any],
-    method: str = "vdm-centered",
-    inputs: np.ndarray | None = None,
-) -> Backend:
-    """`settings` is the config's [backend] table. A bench checks `method` and the source levels
-    that `inputs` call for against its limits before it touches any instrument."""
-    gmin = float(settings.get("gmin", 1e-12))
-    if name == "numeric":
-        from sim.twin import TwinBackend
-
-        return TwinBackend(network, gmin=gmin)
-    if name == "spice":
-        from sim.spice import SpiceBackend
-
-        options = SimulatorOptions(
-            float(settings.get("reltol", 1e-9)),
-            float(settings.get("vntol", 1e-12)),
-            float(settings.get("abstol", 1e-15)),
-            gmin,
-        )
-        return SpiceBackend(network, options)
-    if name == "bench":
-        from drivers import bench, benchconfig
-
-        if not settings.get("bench"):
-            raise ValueError("backend 'bench' needs a bench config: run `hil train` on the bench's .toml")
-        config = benchconfig.read(settings["bench"])
-        levels = np.zeros((0, network.n_inputs)) if inputs is None else inputs
-        return bench.open_bench(config, network, method, levels)
-    raise ValueError(f"unknown backend {name!r}: use 'spice', 'numeric' or a bench config")
-
-
-def open_experiment(experiment: Experiment, method: str | None = None) -> Backend:
-    """The backend an experiment config names, told the method and the data set's inputs."""
-    hyper = experiment.hyper()
-    return open_backend(
-        experiment["backend"]["name"],
-        experiment.network(),
-        experiment["backend"],
-        method or hyper.method,
-        experiment.dataset().inputs,
+def simulator_options(settings: dict[str, Any]) -> SimulatorOptions:
+    """ngspice's options from an experiment's [backend] table."""
+    return SimulatorOptions(
+        float(settings["reltol"]),
+        float(settings["vntol"]),
+        float(settings["abstol"]),
+        float(settings["gmin"]),
     )
+
+
+def open_spice(experiment: Experiment, method: str = "") -> Backend:
+    return spice(experiment.network(), experiment["backend"])
+
+
+def open_twin(experiment: Experiment, method: str = "") -> Backend:
+    return twin(experiment.network(), experiment["backend"])
+
+
+def spice(network: Network, settings: dict[str, Any]) -> Backend:
+    from sim.spice import SpiceBackend
+
+    return SpiceBackend(network, simulator_options(settings))
+
+
+def twin(network: Network, settings: dict[str, Any]) -> Backend:
+    from sim.twin import TwinBackend
+
+    return TwinBackend(network, gmin=float(settings["gmin"]))
+
+
+def bench_config(experiment: Experiment) -> BenchConfig:
+    """The bench config the experiment was loaded through, checked on its own."""
+    if experiment.bench is None:
+        raise ConfigError(
+            f"{experiment.path} is an experiment config, not a bench config: give a bench .toml "
+            "(one with a [bench] table naming this experiment)"
+        )
+    return benchconfig.parse(experiment.bench.path, experiment.bench.tables)
+
+
+def open_bench_backend(experiment: Experiment, method: str) -> Backend:
+    """A bench: checked against the network, the method and every source level the data set
+    calls for before any instrument is touched. An emulated bench config starts its virtual bench
+    on free local ports and stops it on close."""
+    config = bench_config(experiment)
+    network, inputs = experiment.network(), experiment.dataset().inputs
+    if not config.emulated:
+        return open_bench(config, network, method, inputs)
+    from sim.virtual.bench import VirtualBench
+
+    benchconfig.check_against(config, network, method, benchconfig.max_source_volts(network, inputs))
+    virtual = VirtualBench(config, network).start()
+    try:
+        backend: BenchBackend = open_bench(config, network, method, inputs, virtual.addresses)
+    except Exception:
+        virtual.stop()
+        raise
+    backend.on_close.append(virtual.stop)
+    return backend

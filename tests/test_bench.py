@@ -14,8 +14,7 @@ import pytest
 
 from drivers import benchconfig
 from drivers.pots import AD5206Model
-from hil import config, train
-from sim.factory import open_backend
+from hil import config, open_backend, train
 from sim.quantised import QuantisedBackend, pot_quantiser
 from sim.twin import TwinBackend
 from sim.virtual.bench import VirtualBench
@@ -96,7 +95,7 @@ def test_bench_check_identifies_every_emulated_instrument(hil, configs):
 def test_a_phase_costs_at_most_measured_nodes_plus_four_round_trips(configs):
     e = config.load(configs / "bench-virtual.toml")
     net = e.network()
-    backend = open_backend("bench", net, e["backend"], "vdm-centered", e.dataset().inputs)
+    backend = open_backend(e)
     try:
         backend.program(e.initial_conductances(8))
         traffic = backend.hw.traffic

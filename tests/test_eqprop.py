@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hil import builders, config, eqprop, gradcheck
-from sim.factory import open_backend
+from hil import builders, config, eqprop, open_backend
+from hil.studies import gradcheck
 from sim.spice import SpiceBackend
 from sim.twin import TwinBackend
 
@@ -12,7 +12,8 @@ XOR_01 = (np.array([-2.0, 2.0]), np.array([1.0]))
 
 
 def _report(backend, g, method, beta, sample=XOR_01):
-    return gradcheck.gradcheck(backend, g, sample[0], sample[1], method, beta)
+    x, t = sample
+    return gradcheck.edge_report(gradcheck.check(backend, g, x, t, [method], [beta]), backend.network, t)
 
 
 def _ratios(report):
@@ -21,11 +22,11 @@ def _ratios(report):
 
 def test_centered_vdm_matches_finite_differences_on_the_corrected_circuit(configs):
     e = config.load(configs / "xor.toml")
-    backend = open_backend("spice", e.network(), e["backend"])
+    backend = open_backend(e)
     g = e.initial_conductances(8)
     data = e.dataset()
     for i in range(len(data)):
-        report = gradcheck.gradcheck(backend, g, data.inputs[i], data.targets[i], "vdm-centered", 1e-6)
+        report = _report(backend, g, "vdm-centered", 1e-6, (data.inputs[i], data.targets[i]))
         for layer in report["layers"]:
             assert layer["relative_error"] <= 1e-3, (i, layer)
             assert layer["cosine"] >= 1 - 1e-6

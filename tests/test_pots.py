@@ -191,7 +191,7 @@ def test_identity_and_channel_count_are_checked():
 
 def test_an_unfinished_operation_is_an_error():
     b = bridge([("*RST", None), ("*OPC?", "0")])
-    with pytest.raises(InstrumentError, match=r"\*OPC\? answered 0"):
+    with pytest.raises(InstrumentError, match=r"\*OPC\? answered '0'"):
         b.reset()
     b.transport.assert_done()
 

@@ -12,8 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hil import config, sweep
-from hil.sweepfile import read
+from hil import config
+from hil.studies import sweep
+from hil.studies.sweepfile import read
 
 ROOT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

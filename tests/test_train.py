@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 
-from hil import config, train
-from sim.factory import open_backend
+from hil import config, open_backend, train
 
 
 def _run(path, **overrides):
     e = config.load(path, overrides)
-    backend = open_backend(e["backend"]["name"], e.network(), e["backend"])
+    backend = open_backend(e)
     records = train.train(
         backend, e.dataset(), e.initial_conductances(len(e.network().conductances)), e.hyper()
     )
@@ -59,8 +58,7 @@ def test_mini_batch_makes_one_update_per_batch(configs):
     e = config.load(
         configs / "xor.toml", {"training": {"epochs": 1, "batch_size": 4}, "backend": {"name": "numeric"}}
     )
-    net = e.network()
-    backend = open_backend("numeric", net, e["backend"])
+    backend = open_backend(e)
     programmed = []
     original = backend.program
 

@@ -5,25 +5,62 @@ config makes `hil train` and `hil bench-check` start one on free ports and stop 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from drivers.benchconfig import MATRIX_MODELS, POT_MODELS, BenchConfig
-from drivers.pots import AD5206Model
+from drivers.benchconfig import BenchConfig, InstrumentSpec
+from drivers.models import MATRIX, POTS
 from hil.network import Network
 from sim.virtual.circuit import EmulatedCircuit, Wiring
+from sim.virtual.pot_emulators import PotBridgeEmulator
 from sim.virtual.server import LineServer
-from sim.virtual.smu_emulators import Emulated2450, Emulated2600B, EmulatedB2900
+from sim.virtual.smu_emulators import Emulated2450, Emulated2600B, EmulatedB2900, Reading
 from sim.virtual.state import BenchState, PotBankState, RelayState
+from sim.virtual.switch_emulators import Keithley707BEmulator, Keysight34980AEmulator
 
-IDENTITIES = {
-    "keithley-2450": "KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b (virtual)",
-    "keithley-2600b": "Keithley Instruments Inc., Model 2602B, {serial}, 3.3.5 (virtual)",
-    "keysight-b2900": "Keysight Technologies,B2902A,{serial},3.4.2011.5100 (virtual)",
-    "keithley-707b": "Keithley Instruments Inc., Model 707B, {serial}, 1.6.1 (virtual)",
-    "keithley-3706a": "Keithley Instruments Inc., Model 3706A, {serial}, 1.6.1 (virtual)",
-    "keysight-34980A": "Agilent Technologies,34980A,{serial},2.51-2.51-2.51-2.51 (virtual)",
-    "keysight-34980a": "Agilent Technologies,34980A,{serial},2.51-2.51-2.51-2.51 (virtual)",
-    "pot-bridge": "EQPROP-HIL,POTBRIDGE,{serial},1.0 (virtual)",
+Emulator = Any  # anything with `handle(line) -> reply | None`
+Build = Callable[[InstrumentSpec, str, BenchState, Reading], Emulator]
+
+
+def _relays(state: BenchState, spec: InstrumentSpec) -> RelayState:
+    return state.relays.setdefault(spec.name, RelayState())
+
+
+def _pot_bank(state: BenchState, spec: InstrumentSpec) -> PotBankState:
+    return state.pots.setdefault(spec.name, PotBankState([255] * spec.channels, 255))
+
+
+# Per model (the keys of `drivers.models.MODELS`): what its emulator answers to *IDN?, and how it
+# is built on the bench's shared state and the circuit's readings.
+EMULATORS: dict[str, tuple[str, Build]] = {
+    "keithley-2450": (
+        "KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b (virtual)",
+        lambda spec, idn, state, reading: Emulated2450(spec.name, idn, state, reading),
+    ),
+    "keithley-2600b": (
+        "Keithley Instruments Inc., Model 2602B, {serial}, 3.3.5 (virtual)",
+        lambda spec, idn, state, reading: Emulated2600B(spec.name, idn, state, reading),
+    ),
+    "keysight-b2900": (
+        "Keysight Technologies,B2902A,{serial},3.4.2011.5100 (virtual)",
+        lambda spec, idn, state, reading: EmulatedB2900(spec.name, idn, state, reading),
+    ),
+    "keithley-707b": (
+        "Keithley Instruments Inc., Model 707B, {serial}, 1.6.1 (virtual)",
+        lambda spec, idn, state, reading: Keithley707BEmulator(_relays(state, spec), state, idn),
+    ),
+    "keithley-3706a": (
+        "Keithley Instruments Inc., Model 3706A, {serial}, 1.6.1 (virtual)",
+        lambda spec, idn, state, reading: Keithley707BEmulator(_relays(state, spec), state, idn),
+    ),
+    "keysight-34980a": (
+        "Agilent Technologies,34980A,{serial},2.51-2.51-2.51-2.51 (virtual)",
+        lambda spec, idn, state, reading: Keysight34980AEmulator(_relays(state, spec), state, idn),
+    ),
+    "pot-bridge": (
+        "EQPROP-HIL,POTBRIDGE,{serial},1.0 (virtual)",
+        lambda spec, idn, state, reading: PotBridgeEmulator(_pot_bank(state, spec), state, idn),
+    ),
 }
 
 
@@ -39,17 +76,11 @@ def wiring(config: BenchConfig, network: Network) -> Wiring:
             # The last crosspoint of a route joins the probe's row to the node's column.
             for channel in channels:
                 crosspoints[(config.probe_matrix, channel)] = ("smu", config.probe_channel, node)
-    matrix = config.probe_matrix or next(
-        (n for n, i in config.instruments.items() if i.model in MATRIX_MODELS), ""
-    )
+    matrix = config.probe_matrix or next(iter(config.of_role(MATRIX)), "")
     for amplifier, channels in config.amplifiers.items():
         for channel in channels:
             crosspoints[(matrix, channel)] = ("invert", amplifier, "")
-    models = {
-        name: AD5206Model(r_ab=spec.r_ab, r_w=spec.r_w, channels=spec.channels)
-        for name, spec in config.instruments.items()
-        if spec.model in POT_MODELS
-    }
+    models = {name: spec.pot_model() for name, spec in config.of_role(POTS).items()}
     return Wiring(
         hardwired=hardwired,
         crosspoints=crosspoints,
@@ -60,31 +91,15 @@ def wiring(config: BenchConfig, network: Network) -> Wiring:
 
 class VirtualBench:
     def __init__(self, config: BenchConfig, network: Network) -> None:
-        from sim.virtual.pot_emulators import PotBridgeEmulator
-        from sim.virtual.switch_emulators import Keithley707BEmulator, Keysight34980AEmulator
-
         self.config = config
         self.state = BenchState()
         self.circuit = EmulatedCircuit(network, wiring(config, network), self.state)
-        self.emulators: dict[str, Any] = {}
+        self.emulators: dict[str, Emulator] = {}
         for k, (name, spec) in enumerate(config.instruments.items()):
-            idn = IDENTITIES[spec.model].format(serial=f"VB{k:05d}")
-            if spec.model == "keithley-2450":
-                emulator: Any = Emulated2450(name, idn, self.state, self.circuit.reading)
-            elif spec.model == "keithley-2600b":
-                emulator = Emulated2600B(name, idn, self.state, self.circuit.reading)
-            elif spec.model == "keysight-b2900":
-                emulator = EmulatedB2900(name, idn, self.state, self.circuit.reading)
-            elif spec.model in ("keithley-707b", "keithley-3706a"):
-                relays = self.state.relays.setdefault(name, RelayState())
-                emulator = Keithley707BEmulator(relays, self.state, idn)
-            elif spec.model == "keysight-34980a":
-                relays = self.state.relays.setdefault(name, RelayState())
-                emulator = Keysight34980AEmulator(relays, self.state, idn)
-            else:
-                bank = self.state.pots.setdefault(name, PotBankState([255] * spec.channels, 255))
-                emulator = PotBridgeEmulator(bank, self.state, idn)
-            self.emulators[name] = emulator
+            identity, build = EMULATORS[spec.model]
+            self.emulators[name] = build(
+                spec, identity.format(serial=f"VB{k:05d}"), self.state, self.circuit.reading
+            )
         self.servers: dict[str, LineServer] = {}
 
     def start(self) -> VirtualBench:
@@ -96,7 +111,7 @@ class VirtualBench:
     def addresses(self) -> dict[str, str]:
         out = {}
         for name, server in self.servers.items():
-            if self.config.instruments[name].model in POT_MODELS:
+            if self.config.instruments[name].role == POTS:
                 out[name] = f"socket://{server.host}:{server.port}"
             else:
                 out[name] = f"TCPIP::{server.host}::{server.port}::SOCKET"

@@ -1,48 +1,75 @@
-"""`hil sweep`, `hil report` and `hil gradcheck --betas`: the method studies (registered into the
-`hil` parser)."""
+"""`hil gradcheck`, `hil sweep`, `hil report`: the method studies."""
 
 from __future__ import annotations
 
 import argparse
-import signal
+import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from hil import betascan, config, eqprop, sweep
-from hil.sweepfile import Plan, SweepFile, read, summarise
-
-EXIT_INTERRUPTED = 130
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    from hil.cli import _overrides as overrides
-
-    return overrides(args)
+from hil import config, eqprop, runlog
+from hil.backends import open_backend
+from hil.cli.common import EXIT_INTERRUPTED, StopFlag, add_command, names, numbers, overrides, sample
+from hil.studies import gradcheck, sweep
+from hil.studies.sweepfile import Plan, SweepFile, read, summarise
+from hil.train import Interrupted
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [m.strip() for m in text.split(",") if m.strip()] if text else None
-
-
-@contextmanager
-def _stop_flag() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C and SIGTERM set a flag that the sweep checks between samples and tasks, so no
-    result is cut in half and the file stays whole."""
-    caught: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+# ---------------------------------------------------------------------------------------- gradcheck
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    experiment = config.load(args.config, overrides(args))
+    hyper = experiment.hyper()
+    x, t = sample(experiment, args.sample)
+    if args.betas is None:
+        if args.methods is not None or args.out is not None:
+            raise ValueError("--methods and --out go with --betas: add --betas 1e-9,1e-8,...")
+        beta = args.beta if args.beta is not None else hyper.beta
+        if not beta > 0:
+            raise ValueError(f"--beta {beta} must be > 0 (A/V)")
+        betas, methods = [beta], [args.method or hyper.method]
+    else:
+        if args.beta is not None:
+            raise ValueError("--beta and --betas exclude each other: give the list with --betas")
+        betas = numbers(args.betas, "--betas")
+        methods = eqprop.check_methods(
+            names(args.methods) or ([args.method] if args.method else eqprop.METHODS)
+        )
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        runlog.refuse_overwrite(out, args.force)
+    # A bench refuses PCM before it touches anything, so name it when the check includes it.
+    backend = open_backend(experiment, "pcm" if "pcm" in methods else hyper.method)
     try:
-        yield lambda: bool(caught)
+        g0 = experiment.start_conductances()
+        result = gradcheck.check(backend, g0, x, t, methods, betas, hyper.pcm_perturbation)
+        identity = backend.identity()
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        backend.safe_state()
+        backend.close()
+    head = {"config": str(args.config), "sample": args.sample}
+    if args.betas is None:
+        report = {**head, **gradcheck.edge_report(result, experiment.network(), t)}
+        if args.json:
+            print(json.dumps(report))
+            return 0
+        print(
+            f"{args.config}: sample {args.sample}, method {methods[0]}, beta {betas[0]:g} A/V, "
+            f"loss {report['loss']:.6g}"
+        )
+        print("\n".join(gradcheck.edge_table(report)))
+        return 0
+    if out is not None:
+        gradcheck.write(out, result, experiment.network(), experiment.to_toml(), identity, args.sample)
+    if args.json:
+        print(json.dumps({**head, **gradcheck.as_json(result)}))
+        return 0
+    print(f"{args.config}: sample {args.sample}, loss {result.loss:.6g}, against finite differences")
+    print("\n".join(gradcheck.table(result)))
+    if out is not None:
+        print(f"written to {out}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- sweeps
@@ -53,6 +80,20 @@ def _check_parallel(args: argparse.Namespace) -> None:
         raise ValueError("--workers and --dask exclude each other: the Dask cluster has its own workers")
     if args.dask is not None:
         sweep.connect_dask(args.dask).close()  # refuse an unreachable cluster before writing anything
+
+
+def _plan(
+    experiment: config.Experiment, kind: str, methods: list[str], points: dict[str, np.ndarray]
+) -> Plan:
+    return Plan(
+        kind=kind,
+        config_toml=experiment.to_toml(),
+        backend=experiment["backend"]["name"],
+        methods=methods,
+        epochs=experiment["training"]["epochs"],
+        success_db=float(experiment["training"]["success_db"]),
+        points=points,
+    )
 
 
 def _run_sweep(
@@ -83,17 +124,17 @@ def _run_sweep(
 
     status = "failed"
     try:
-        with _stop_flag() as stop_requested:
+        with StopFlag() as stop:
             sweep.execute(
                 remaining,
                 on_result,
-                stop_requested,
+                lambda: stop.requested,
                 workers=args.workers,
                 dask_address=args.dask,
                 on_epoch=lambda: bar.update(1),
             )
         status = "completed"
-    except (KeyboardInterrupt, sweep.Interrupted):
+    except Interrupted:
         status = "interrupted"
         print(
             f"hil: interrupted; every finished task is in {out}: run the same command again to resume",
@@ -106,34 +147,19 @@ def _run_sweep(
     finally:
         bar.close()
         file.close(status)
-    result = read(out)
     print(
         f"sweep {plan.kind}: {len(tasks) // len(plan.methods)} points × {len(plan.methods)} methods, "
         f"{plan.epochs} epochs, backend {plan.backend}, success = final error ≤ {plan.success_db:g} dB; "
         f"file {out}"
     )
-    for s in summarise(result):
+    for s in summarise(read(out)):
         print(s.line(plan.success_db))
     return 0
 
 
-def _plan(
-    experiment: config.Experiment, kind: str, methods: list[str], points: dict[str, np.ndarray]
-) -> Plan:
-    return Plan(
-        kind=kind,
-        config_toml=experiment.to_toml(),
-        backend=experiment["backend"]["name"],
-        methods=methods,
-        epochs=experiment["training"]["epochs"],
-        success_db=float(experiment["training"]["success_db"]),
-        points=points,
-    )
-
-
 def cmd_sweep_starts(args: argparse.Namespace) -> int:
-    experiment = config.load(args.config, _overrides(args))
-    methods = sweep.sweep_methods(experiment, _names(args.methods))
+    experiment = config.load(args.config, overrides(args))
+    methods = sweep.sweep_methods(experiment, names(args.methods))
     tasks = sweep.start_tasks(experiment, methods, args.starts)
     _check_parallel(args)
     points = {
@@ -144,18 +170,18 @@ def cmd_sweep_starts(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_grid(args: argparse.Namespace) -> int:
-    experiment = config.load(args.config, _overrides(args))
-    methods = sweep.sweep_methods(experiment, _names(args.methods))
-    betas = betascan.parse_list(args.beta, "--beta")
+    experiment = config.load(args.config, overrides(args))
+    methods = sweep.sweep_methods(experiment, names(args.methods))
+    betas = numbers(args.beta, "--beta")
     if (args.alpha is None) == (args.learning_rate is None):
         raise ValueError(
             "give the learning-rate axis once: --alpha (the seed's α, η = 2α) or --learning-rate"
         )
     if args.alpha is not None:
-        alphas = betascan.parse_list(args.alpha, "--alpha")
+        alphas = numbers(args.alpha, "--alpha")
         rates = [2.0 * a for a in alphas]
     else:
-        rates = betascan.parse_list(args.learning_rate, "--learning-rate")
+        rates = numbers(args.learning_rate, "--learning-rate")
         alphas = [float("nan")] * len(rates)
     lr, beta = sweep.grid_points(rates, betas)
     alpha = np.repeat(np.asarray(alphas, float), len(betas))  # the grid is learning-rate major
@@ -167,7 +193,7 @@ def cmd_sweep_grid(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- report
 def cmd_report(args: argparse.Namespace) -> int:
-    from hil import report
+    from hil.studies import report
 
     path = Path(args.file)
     if not path.is_file():
@@ -175,67 +201,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}-report")
     figures = report.report(path, out)
     print(f"wrote {len(figures)} figures and {out / 'index.md'}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------- gradcheck
-def _gradcheck_betas(fallback: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        if args.betas is None:
-            if args.methods is not None or args.out is not None:
-                raise ValueError("--methods and --out go with --betas: add --betas 1e-9,1e-8,...")
-            return fallback(args)
-        return cmd_gradcheck_betas(args)
-
-    return run
-
-
-def cmd_gradcheck_betas(args: argparse.Namespace) -> int:
-    from sim.factory import open_experiment
-
-    experiment = config.load(args.config, _overrides(args))
-    betas = betascan.parse_list(args.betas, "--betas")
-    methods = _names(args.methods) or ([args.method] if args.method else list(eqprop.METHODS))
-    unknown = [m for m in methods if m not in eqprop.METHODS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}: use --methods with {', '.join(eqprop.METHODS)}")
-    data = experiment.dataset()
-    if not 0 <= args.sample < len(data):
-        raise ValueError(
-            f"--sample {args.sample} is out of range: the dataset has samples 0 to {len(data) - 1}"
-        )
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.force:
-        raise FileExistsError(f"{out} exists: choose another --out or pass --force to replace it")
-    hyper = experiment.hyper()
-    g0 = experiment.start_conductances()
-    # A bench refuses PCM before it touches anything, so name it when the scan includes it.
-    method = "pcm" if "pcm" in methods else hyper.method
-    backend = open_experiment(experiment, method)
-    try:
-        result = betascan.scan(
-            backend,
-            g0,
-            data.inputs[args.sample],
-            data.targets[args.sample],
-            methods,
-            betas,
-            hyper.pcm_perturbation,
-        )
-        kind = backend.identity().kind
-    finally:
-        backend.close()
-    if out is not None:
-        betascan.write(out, result, experiment.to_toml(), kind, args.sample)
-    if args.json:
-        import json
-
-        print(json.dumps({"config": str(args.config), "sample": args.sample, **betascan.as_json(result)}))
-    else:
-        print(f"{args.config}: sample {args.sample}, loss {result.loss:.6g}, against finite differences")
-        print("\n".join(betascan.table(result)))
-        if out is not None:
-            print(f"written to {out}")
     return 0
 
 
@@ -250,8 +215,21 @@ def _parallel_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the study commands to `hil`'s subparsers."""
-    from hil.cli import add_command
+    g = add_command(
+        sub,
+        "gradcheck",
+        cmd_gradcheck,
+        "compare estimators with finite differences, at one β or many",
+        "Per conductance: raw estimator, compensated estimate, finite-difference gradient of "
+        "L = ½Σ(t − y)²; per layer: relative error and cosine. With --betas: every method at every β.",
+    )
+    g.add_argument("--beta", type=float, help="nudge strength in A/V (default: the config's)")
+    g.add_argument("--method", choices=eqprop.METHODS, help="estimator (default: the config's)")
+    g.add_argument("--betas", help="comma-separated β values: relative error and cosine per method and layer")
+    g.add_argument("--methods", help="with --betas: comma-separated methods (default all three)")
+    g.add_argument("--out", help="with --betas: write the result (HDF5) for `hil report`")
+    g.add_argument("--force", action="store_true", help="with --out: replace an existing file")
+    g.add_argument("--json", action="store_true", help="print the report as JSON")
 
     sp = sub.add_parser(
         "sweep",
@@ -271,7 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--starts", type=int, required=True, help="number of random starts N")
     _parallel_options(s)
-    g = add_command(
+    grid = add_command(
         kinds,
         "grid",
         cmd_sweep_grid,
@@ -280,10 +258,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(η = 2α) or directly as η.",
         sample=False,
     )
-    g.add_argument("--alpha", help="comma-separated seed α values (η = 2α, the seed's update with λ = 1)")
-    g.add_argument("--learning-rate", help="comma-separated learning rates η")
-    g.add_argument("--beta", required=True, help="comma-separated β values (A/V)")
-    _parallel_options(g)
+    grid.add_argument("--alpha", help="comma-separated seed α values (η = 2α, the seed's update with λ = 1)")
+    grid.add_argument("--learning-rate", help="comma-separated learning rates η")
+    grid.add_argument("--beta", required=True, help="comma-separated β values (A/V)")
+    _parallel_options(grid)
 
     r = sub.add_parser(
         "report",
@@ -294,13 +272,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("file", help="an HDF5 file written by hil")
     r.add_argument("--out", help="directory for the figures (default <file>-report next to the file)")
     r.set_defaults(run=cmd_report)
-
-    # gradcheck over a list of β: the existing command keeps its behaviour without --betas.
-    gc = sub.choices["gradcheck"]
-    gc.add_argument(
-        "--betas", help="comma-separated β values: relative error and cosine per method and layer"
-    )
-    gc.add_argument("--methods", help="with --betas: comma-separated methods (default all three)")
-    gc.add_argument("--out", help="with --betas: write the result (HDF5) for `hil report`")
-    gc.add_argument("--force", action="store_true", help="with --out: replace an existing file")
-    gc.set_defaults(run=_gradcheck_betas(gc.get_default("run")))

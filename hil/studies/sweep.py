@@ -11,33 +11,30 @@ skipped; any other error stops the sweep.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hil import config, eqprop, train
+from hil.backends import open_backend
 from hil.interface import BackendError
+from hil.train import Interrupted
 
 POLL_SECONDS = 0.2
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: stop between tasks (or samples), keep what is finished."""
 
 
 @dataclass(frozen=True)
 class Task:
     method: str
     index: int  # row of this task in its method's datasets
-    values: dict[str, dict[str, Any]]  # the resolved config this task trains
-    config_name: str
+    experiment: config.Experiment  # the resolved config this task trains
 
 
 @dataclass
@@ -65,13 +62,9 @@ def start_seed(formula: str, base: int, n: int) -> int:
 
 def sweep_methods(experiment: config.Experiment, methods: Sequence[str] | None) -> list[str]:
     """--methods, else [sweep] methods, else the [training] method."""
-    chosen = list(methods or experiment["sweep"]["methods"] or [experiment["training"]["method"]])
-    unknown = [m for m in chosen if m not in eqprop.METHODS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}: use --methods with {', '.join(eqprop.METHODS)}")
-    if len(set(chosen)) != len(chosen):
-        raise ValueError(f"--methods {','.join(chosen)} names a method twice: give each once")
-    return chosen
+    return eqprop.check_methods(
+        methods or experiment["sweep"]["methods"] or [experiment["training"]["method"]]
+    )
 
 
 def learning_rate(experiment: config.Experiment, method: str) -> float:
@@ -84,7 +77,7 @@ def _task(experiment: config.Experiment, method: str, index: int, changes: dict[
     values["training"]["method"] = method
     for section, entries in changes.items():
         values[section].update(entries)
-    return Task(method, index, values, str(experiment.path))
+    return Task(method, index, dataclasses.replace(experiment, values=values))
 
 
 def start_seeds(experiment: config.Experiment, starts: int) -> np.ndarray:
@@ -143,10 +136,8 @@ def run_task(
     on_sample: Callable[[], None] = lambda: None,
 ) -> TaskResult:
     """Train one task on a fresh backend. Solver failures are returned; anything else is raised."""
-    from sim.factory import open_experiment
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    experiment = config.Experiment(Path(task.config_name), task.values)
+    experiment = task.experiment
     hyper = experiment.hyper()
     g0 = experiment.start_conductances()
     records: list[train.EpochRecord] = []
@@ -156,7 +147,7 @@ def run_task(
         on_epoch()
 
     started = time.perf_counter()
-    backend = open_experiment(experiment)
+    backend = open_backend(experiment)
     failure = ""
     try:
         versions = dict(backend.identity().versions)

@@ -7,9 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from hil import config, sweep
+from hil import config
+from hil.studies import sweep
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STARTS = 100
 
 

@@ -11,11 +11,11 @@ from sweeps import main as sweep_bench
 from virtual_bench import report as virtual_bench_report
 
 from hil import config, eqprop, train
+from hil.backends import open_backend
 from hil.datasets import Dataset
 from hil.interface import Backend
-from sim.factory import open_backend
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEED_SECONDS = {"vdm": 3.8, "pcm": 25.9}  # the seed's code, 50 epochs, measured on a 2-core machine
 TARGET = {"spice": 20, "numeric": 100}
 
@@ -45,7 +45,7 @@ def time_training(method: str, backend_name: str, repeats: int = 3) -> tuple[flo
     e = config.load(ROOT / f"configs/xor-seed-{method}.toml", {"backend": {"name": backend_name}})
     full = bare = np.inf
     for _ in range(repeats):
-        backend = open_backend(backend_name, e.network(), e["backend"])
+        backend = open_backend(e)
         g0 = e.initial_conductances(8)
         start = time.perf_counter()
         train.train(backend, e.dataset(), g0, e.hyper())
@@ -58,8 +58,8 @@ def time_training(method: str, backend_name: str, repeats: int = 3) -> tuple[flo
 
 
 def memory_growth(solves: int = 2000) -> tuple[float, float]:
-    e = config.load(ROOT / "configs/xor.toml")
-    backend = open_backend("spice", e.network(), e["backend"])
+    e = config.load(ROOT / "configs/xor.toml", {"backend": {"name": "spice"}})
+    backend = open_backend(e)
     rng = np.random.default_rng(0)
     data = e.dataset()
     backend.program(e.initial_conductances(8))

@@ -1,9 +1,9 @@
 """The HDF5 sweep file: one file per sweep, written by the parent as tasks finish.
 
 Layout (format "eqprop-hil-sweep", version 1):
-  attrs     format, format_version, kind ("starts" or "grid"), config_toml, backend, created,
-            versions (JSON), methods (JSON list), epochs, success_db, status
-  /network  edge_names, layers (attrs: name)
+  attrs     the shared header (`hil.runlog.write_header`), kind ("starts" or "grid"),
+            methods (JSON list), epochs, success_db, status
+  /network  as in a run log
   /points   starts: start, seed; grid: alpha (NaN when given as learning rates), learning_rate, beta
   /<method> error_db [points, epochs] (NaN after a solver failure), accuracy [points, epochs],
             final_error_db, success, done, failed, failure (message), seconds [points],
@@ -15,7 +15,6 @@ sweep may grow (more starts).
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +25,9 @@ import h5py
 import numpy as np
 
 from hil import runlog
+from hil.interface import Identity
 from hil.network import Network
-from hil.sweep import TaskResult
+from hil.studies.sweep import TaskResult
 
 FORMAT = "eqprop-hil-sweep"
 FORMAT_VERSION = 1
@@ -105,20 +105,13 @@ class SweepFile:
     # ------------------------------------------------------------------ layout
     def _create(self, network: Network) -> None:
         f, plan = self._file, self.plan
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
+        # Workers open their own backends: the versions they report arrive with their results.
+        runlog.write_header(f, FORMAT, FORMAT_VERSION, plan.config_toml, Identity(plan.backend, "sweep"))
         f.attrs["kind"] = plan.kind
-        f.attrs["config_toml"] = plan.config_toml
-        f.attrs["backend"] = plan.backend
-        f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        f.attrs["versions"] = json.dumps(runlog.versions())
         f.attrs["methods"] = json.dumps(plan.methods)
         f.attrs["epochs"] = plan.epochs
         f.attrs["success_db"] = plan.success_db
-        net = f.create_group("network")
-        net.attrs["name"] = network.name
-        net["edge_names"] = np.array(network.edge_names, dtype=h5py.string_dtype())
-        net["layers"] = network.layers
+        runlog.write_network(f, network)
         points = f.create_group("points")
         for name, column in plan.points.items():
             points.create_dataset(name, data=column, maxshape=(None,))

@@ -1,56 +1,56 @@
-"""Gradient quality over β: every estimator at every β against one finite-difference gradient.
+"""Estimators against finite differences: one β (`hil gradcheck`) or many (`--betas`).
 
 Shows what the nudge strength does: positive-nudge VDM has an O(β) bias, centered VDM O(β²),
 tiny β hits the solver's numerical floor, and biased estimators (PCM, the seed's amplifier
 sign) stay wrong at every β. Stored as HDF5 (format "eqprop-hil-gradcheck") for `hil report`:
-  attrs    format, format_version, config_toml, backend, created, versions, sample, loss, methods
-  /        beta [B], layer [L], edge_names, edge_layers, finite_difference [edges]
+  attrs    the shared header (`hil.runlog.write_header`), sample, loss, methods
+  /        beta [B], layer [L], finite_difference [edges]; /network as in a run log
   /<method> relative_error [B, L], cosine [B, L], estimate [B, edges]
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from hil import eqprop, runlog
-from hil.gradcheck import layer_agreement
-from hil.interface import Backend
+from hil.interface import Backend, Identity
+from hil.network import Network
 
 FORMAT = "eqprop-hil-gradcheck"
 FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class BetaScan:
+class GradientCheck:
+    """Every method's estimate at every β against one finite-difference gradient."""
+
     betas: np.ndarray  # [B]
-    layers: np.ndarray  # [L]
+    layers: np.ndarray  # [L], the layer numbers
     edge_names: list[str]
-    edge_layers: np.ndarray
+    edge_layers: np.ndarray  # [edges]
     finite_difference: np.ndarray  # [edges]
     loss: float
-    estimates: dict[str, np.ndarray]  # method -> [B, edges]
+    estimates: dict[str, np.ndarray]  # method -> [B, edges], compensated
     relative_error: dict[str, np.ndarray]  # method -> [B, L]
     cosine: dict[str, np.ndarray]  # method -> [B, L]
 
 
-def parse_list(text: str, what: str) -> list[float]:
-    """'1e-9,1e-8' -> [1e-9, 1e-8]; a ValueError naming `what` otherwise."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise ValueError(f"{what} {text!r} is not a comma-separated list of numbers, e.g. 1e-8,1e-7") from exc
-    if not values or any(not (np.isfinite(v) and v > 0) for v in values):
-        raise ValueError(f"{what} {text!r} must list numbers > 0, e.g. 1e-8,1e-7")
-    return values
+def layer_agreement(estimate: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(relative error ‖e − r‖/‖r‖, cosine) of an estimate against a reference."""
+    norm_r = float(np.linalg.norm(reference))
+    norm_e = float(np.linalg.norm(estimate))
+    rel = float(np.linalg.norm(estimate - reference)) / norm_r if norm_r > 0 else float("inf")
+    cos = float(estimate @ reference) / (norm_e * norm_r) if norm_e > 0 and norm_r > 0 else 0.0
+    return rel, cos
 
 
-def scan(
+def check(
     backend: Backend,
     conductances: np.ndarray,
     inputs: np.ndarray,
@@ -59,7 +59,7 @@ def scan(
     betas: list[float],
     pcm_perturbation: float = 0.01,
     relative_step: float = 1e-5,
-) -> BetaScan:
+) -> GradientCheck:
     net = backend.network
     g = backend.program(conductances)
     fd = eqprop.finite_difference(backend, g, inputs, targets, relative_step)
@@ -80,11 +80,64 @@ def scan(
                 sel = layers == level
                 r[i, j], c[i, j] = layer_agreement(est[i, sel], fd[sel])
         estimates[method], rel[method], cos[method] = est, r, c
-    return BetaScan(np.asarray(betas, float), levels, net.edge_names, layers, fd, loss, estimates, rel, cos)
+    return GradientCheck(
+        np.asarray(betas, float), levels, net.edge_names, layers, fd, loss, estimates, rel, cos
+    )
 
 
-def table(result: BetaScan) -> list[str]:
-    """The printed report: one line per method, β and layer."""
+# ---------------------------------------------------------------------------------------- one β
+def edge_report(result: GradientCheck, network: Network, targets: np.ndarray) -> dict[str, Any]:
+    """One method at one β, edge by edge: what `hil gradcheck --json` prints."""
+    ((method, estimate),) = result.estimates.items()
+    estimate = estimate[0]
+    raw = estimate / network.compensation()
+    return {
+        "beta": float(result.betas[0]),
+        "method": method,
+        "targets": [float(t) for t in targets],
+        "outputs": [[o.plus, o.minus] for o in network.outputs],
+        "loss": result.loss,
+        "edges": [
+            {
+                "name": c.name,
+                "layer": c.layer,
+                "raw": float(r),
+                "estimate": float(e),
+                "finite_difference": float(d),
+            }
+            for c, r, e, d in zip(network.conductances, raw, estimate, result.finite_difference, strict=True)
+        ],
+        "layers": [
+            {"layer": int(level), "relative_error": float(rel), "cosine": float(cos)}
+            for level, rel, cos in zip(
+                result.layers, result.relative_error[method][0], result.cosine[method][0], strict=True
+            )
+        ],
+    }
+
+
+def edge_table(report: dict[str, Any]) -> list[str]:
+    """The printed one-β report: a line per edge, then a line per layer."""
+    lines = [
+        f"{'edge':>14s} {'layer':>5s} {'raw':>13s} {'estimate':>13s} {'finite diff':>13s} {'est/fd':>9s}"
+    ]
+    for e in report["edges"]:
+        ratio = e["estimate"] / e["finite_difference"] if e["finite_difference"] else float("nan")
+        lines.append(
+            f"{e['name']:>14s} {e['layer']:>5d} {e['raw']: .6e} {e['estimate']: .6e} "
+            f"{e['finite_difference']: .6e} {ratio: .4f}"
+        )
+    for layer in report["layers"]:
+        lines.append(
+            f"layer {layer['layer']}: relative error {layer['relative_error']:.3e}, "
+            f"cosine {layer['cosine']:.6f}"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------- many β
+def table(result: GradientCheck) -> list[str]:
+    """The printed many-β report: one line per method, β and layer."""
     lines = [f"{'method':>12s} {'beta A/V':>10s} {'layer':>5s} {'relative error':>15s} {'cosine':>10s}"]
     for method in result.estimates:
         for i, beta in enumerate(result.betas):
@@ -96,7 +149,7 @@ def table(result: BetaScan) -> list[str]:
     return lines
 
 
-def as_json(result: BetaScan) -> dict:
+def as_json(result: GradientCheck) -> dict[str, Any]:
     return {
         "betas": result.betas.tolist(),
         "loss": result.loss,
@@ -120,22 +173,18 @@ def as_json(result: BetaScan) -> dict:
     }
 
 
-def write(path: Path, result: BetaScan, config_toml: str, backend: str, sample: int) -> None:
+def write(
+    path: Path, result: GradientCheck, network: Network, config_toml: str, identity: Identity, sample: int
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["config_toml"] = config_toml
-        f.attrs["backend"] = backend
-        f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        f.attrs["versions"] = json.dumps(runlog.versions())
+        runlog.write_header(f, FORMAT, FORMAT_VERSION, config_toml, identity)
+        runlog.write_network(f, network)
         f.attrs["sample"] = sample
         f.attrs["loss"] = result.loss
         f.attrs["methods"] = json.dumps(list(result.estimates))
         f["beta"] = result.betas
         f["layer"] = result.layers
-        f["edge_names"] = np.array(result.edge_names, dtype=h5py.string_dtype())
-        f["edge_layers"] = result.edge_layers
         f["finite_difference"] = result.finite_difference
         for method in result.estimates:
             g = f.create_group(method)
@@ -144,16 +193,16 @@ def write(path: Path, result: BetaScan, config_toml: str, backend: str, sample: 
             g["estimate"] = result.estimates[method]
 
 
-def read(path: Path) -> BetaScan:
+def read(path: Path) -> GradientCheck:
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not a gradient-quality file (format {f.attrs.get('format')!r})")
         methods = json.loads(f.attrs["methods"])
-        return BetaScan(
+        return GradientCheck(
             f["beta"][:],
             f["layer"][:],
-            [s.decode() for s in f["edge_names"][:]],
-            f["edge_layers"][:],
+            [s.decode() for s in f["network/edge_names"][:]],
+            f["network/layers"][:],
             f["finite_difference"][:],
             float(f.attrs["loss"]),
             {m: f[m]["estimate"][:] for m in methods},

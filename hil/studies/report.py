@@ -14,7 +14,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hil import betascan, runlog, sweepfile
+from hil import runlog
+from hil.studies import gradcheck, sweepfile
 
 DPI = 100
 SIZE = (7.5, 4.6)  # inches: 750 × 460 px at DPI
@@ -60,7 +61,7 @@ def report(path: Path, out: Path) -> list[Figure]:
     makers: dict[str, Callable[[Path, Path], tuple[str, list[Figure]]]] = {
         runlog.FORMAT: _run_log,
         sweepfile.FORMAT: _sweep,
-        betascan.FORMAT: _gradient_quality,
+        gradcheck.FORMAT: _gradient_quality,
     }
     if kind not in makers:
         raise ValueError(
@@ -307,7 +308,7 @@ def _grid(s: sweepfile.Sweep, method: str, out: Path) -> list[Figure]:
 # ---------------------------------------------------------------------------------------- gradcheck
 def _gradient_quality(path: Path, out: Path) -> tuple[str, list[Figure]]:
     plt = _pyplot()
-    b = betascan.read(path)
+    b = gradcheck.read(path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(SIZE[0] * 1.3, SIZE[1]))
     styles = ["-", "--", ":", "-."]
     readings = []

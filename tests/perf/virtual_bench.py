@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from hil import config, eqprop
-from sim.factory import open_backend
+from hil.backends import open_backend
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def report(samples: int = 40) -> None:
     e = config.load(ROOT / "configs/bench-virtual.toml")
     net, hyper, data = e.network(), e.hyper(), e.dataset()
-    backend = open_backend("bench", net, e["backend"], hyper.method, data.inputs)
+    backend = open_backend(e)
     traffic = backend.hw.traffic  # type: ignore[attr-defined]
     try:
         g = e.initial_conductances(len(net.conductances))

@@ -1,0 +1,39 @@
+"""`hil`: train, solve, print netlists, check gradients, run studies and drive benches.
+
+One parser; the commands live in `run` (train, solve, netlist, watch), `study` (gradcheck, sweep,
+report), `bench` (bench-check, emulate) and `keys` (the config reference). Nothing imports this
+package: it is the top of the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hil.cli import bench, keys, run, study
+from hil.cli.common import EXIT_FAILED, EXIT_USAGE
+from hil.config import ConfigError
+from hil.interface import BackendError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hil", description="Train physical resistive networks with Equilibrium Propagation."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (run, study, bench, keys):
+        group.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"hil: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BackendError as exc:
+        print(f"hil: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

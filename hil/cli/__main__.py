@@ -1,0 +1,5 @@
+"""`python -m hil.cli ...` is `hil ...`."""
+
+from hil.cli import main
+
+raise SystemExit(main())

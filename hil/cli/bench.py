@@ -1,0 +1,99 @@
+"""`hil bench-check` and `hil emulate`: a bench's instruments, real or emulated."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from hil import config, runlog
+from hil.backends import open_backend
+from hil.cli.common import StopFlag
+
+
+def cmd_bench_check(args: argparse.Namespace) -> int:
+    """Connect, identify and configure every instrument, report them, leave everything safe."""
+    from sim.factory import bench_config
+
+    experiment = config.load(args.config)
+    bench_config(experiment)  # an experiment config alone has no bench to check: say so first
+    backend = open_backend(experiment)
+    try:
+        identity = backend.identity()
+        backend.check()  # type: ignore[attr-defined]
+    finally:
+        backend.close()
+    print(
+        f"{identity.description}: {len(identity.instruments)} instruments, all identified, outputs off, "
+        "relays open"
+    )
+    for inst in identity.instruments:
+        print(f"  {inst['name']:>8s}  {inst['model']:<16s} {inst['address']:<40s} {inst['idn']}")
+    return 0
+
+
+def served_config(bench: config.BenchFile, experiment: Path, addresses: dict[str, str], out: Path) -> str:
+    """The bench config with its instruments at `addresses` and no emulator of its own: what a user
+    points `hil bench-check` and `hil train` at while `hil emulate` serves."""
+    tables: dict[str, Any] = copy.deepcopy(bench.tables)
+    tables["bench"]["emulated"] = False
+    tables["bench"]["experiment"] = os.path.relpath(experiment.resolve(), out.resolve().parent)
+    for name, address in addresses.items():
+        tables["instruments"][name]["address"] = address
+    header = (
+        f"# Written by `hil emulate {bench.path.name} --write-config {out.name}`: {bench.path.name}\n"
+        "# with every instrument at the address of the emulator serving it, while that command runs.\n\n"
+    )
+    return header + tomli_w.dumps(tables)
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    """Serve a virtual bench for a bench config until Ctrl-C or SIGTERM."""
+    from sim.factory import bench_config
+    from sim.virtual.bench import VirtualBench
+
+    experiment = config.load(args.config)
+    bench = bench_config(experiment)
+    out = Path(args.write_config) if args.write_config else None
+    if out is not None:
+        runlog.refuse_overwrite(out, args.force, "--write-config")
+    with StopFlag() as stop:
+        virtual = VirtualBench(bench, experiment.network()).start()
+        try:
+            print(f"virtual bench for {args.config}: {len(virtual.servers)} instruments")
+            for name, address in virtual.addresses.items():
+                print(f"  {name:>8s}  {address}")
+            if out is not None:
+                assert experiment.bench is not None
+                out.write_text(served_config(experiment.bench, experiment.path, virtual.addresses, out))
+                print(f"bench config for these addresses: {out}")
+            print("serving; Ctrl-C stops", flush=True)
+            stop.wait()
+        finally:
+            virtual.stop()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser(
+        "bench-check",
+        help="connect to a bench, identify every instrument, leave it safe",
+        description=cmd_bench_check.__doc__,
+    )
+    check.add_argument("config", help="bench config (TOML)")
+    check.set_defaults(run=cmd_bench_check)
+    emulate = sub.add_parser(
+        "emulate", help="serve a virtual bench for a bench config", description=cmd_emulate.__doc__
+    )
+    emulate.add_argument("config", help="bench config (TOML)")
+    emulate.add_argument(
+        "--write-config",
+        metavar="OUT",
+        help="also write a bench config that points at the emulators (for bench-check and train)",
+    )
+    emulate.add_argument("--force", action="store_true", help="with --write-config: replace an existing file")
+    emulate.set_defaults(run=cmd_emulate)
