@@ -225,7 +225,7 @@ def _instruments(path: Path, tables: dict[str, Any]) -> dict[str, InstrumentSpec
         section = f"instruments.{name}"
         keys = KEYS["instruments.NAME"]
         model = table.get("model") if isinstance(table, dict) else None
-        if MODELS.get(model or "") is not None and MODELS[model].role != POTS:
+        if isinstance(model, str) and model in MODELS and MODELS[model].role != POTS:
             keys = {k: v for k, v in keys.items() if k not in _POT_ONLY}
         values = check_table(path, section, table, keys)
         if values["model"] in MODELS and MODELS[values["model"]].role == POTS:

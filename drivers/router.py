@@ -53,10 +53,10 @@ class RouteMap:
                     f"route {route!r} uses crosspoints {', '.join(missing)} that the crosspoint map "
                     "does not describe (which SMU channel and node each joins)"
                 )
-        for node, route in self.driven.items():
-            if route is not None and route not in self.routes:
+        for node, through in self.driven.items():
+            if through is not None and through not in self.routes:
                 raise RouteError(
-                    f"node {node!r} is driven through route {route!r}, which is not in the route map"
+                    f"node {node!r} is driven through route {through!r}, which is not in the route map"
                 )
 
     def crosspoints_of(self, route: str) -> list[str]:

@@ -31,6 +31,19 @@ class SmuRole:
     VOLTS: ClassVar[str]
     AMPS: ClassVar[str]
     mode: str | None = None  # "V" or "I" once configured
+    # What each model's controls provide (declared here for the role methods below).
+    name: str
+    function: str
+    voltage: float
+    current: float
+    current_limit: float
+    voltage_limit: float
+    nplc: float
+    output_state: bool
+    measured_voltage: float
+    measured_current: float
+    current_tripped: bool
+    voltage_tripped: bool
 
     def source_voltage(self, current_limit: float) -> None:
         self.current_limit = current_limit  # compliance before anything can drive the load
@@ -232,14 +245,8 @@ class Keithley2600BChannel(SmuRole, Channel):
     measured_voltage = measurement("print(smu{ch}.measure.v())", "A voltage reading, V.")
     measured_current = measurement("print(smu{ch}.measure.i())", "A current reading, A.")
     compliance = measurement("print(smu{ch}.source.compliance)", "At a limit.", lambda r: r.strip() == "true")
-
-    @property
-    def current_tripped(self) -> bool:
-        return self.compliance
-
-    @property
-    def voltage_tripped(self) -> bool:
-        return self.compliance
+    # One flag for either limit: the one that applies to the source function in use.
+    current_tripped = voltage_tripped = compliance
 
     def identify(self) -> str:
         return self.parent.identify()

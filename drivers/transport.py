@@ -10,7 +10,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pyvisa.resources import MessageBasedResource
 
 
 class TransportError(ConnectionError):
@@ -56,7 +59,8 @@ class VisaTransport:
         self.address = address
         try:
             self._rm = pyvisa.ResourceManager("@py")
-            self._res = self._rm.open_resource(
+            # A line-level instrument: a message-based resource (SOCKET, INSTR, ASRL).
+            self._res: MessageBasedResource = self._rm.open_resource(  # type: ignore[assignment]
                 address,
                 write_termination=line.write_termination,
                 read_termination=line.read_termination,

@@ -408,9 +408,8 @@ def _bench_experiment(path: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], 
     if not isinstance(experiment_file, str):
         raise ConfigError(f'{path}: [bench] experiment must name an experiment config, e.g. "xor-bench.toml"')
     experiment_path = path.parent / experiment_file
-    experiment = _read_toml(
-        experiment_path, f"{path}: [bench] experiment", "name an experiment config relative to the bench config"
-    )
+    fix = "name an experiment config, relative to the bench config"
+    experiment = _read_toml(experiment_path, f"{path}: [bench] experiment", fix)
     if "bench" in experiment:
         raise ConfigError(
             f"{path}: [bench] experiment = {experiment_file!r} is itself a bench config: "

@@ -8,6 +8,7 @@ builders make and on a bench, where SMUs share a common low terminal.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -18,11 +19,11 @@ _NODE = re.compile(r"[a-z0-9_]+")
 _ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
-def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+def _frozen(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Memoised results are shared between callers: make them read-only."""
-    for a in arrays:
-        a.setflags(write=False)
-    return arrays
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,8 @@ class Network:
         src = {s.name: i for i, s in enumerate(self.sources)}
         amp = {a.name: i for i, a in enumerate(self.amplifiers)}
         return (
-            np.array([src.get(g.signed_by, -1) for g in self.conductances], dtype=int),
-            np.array([amp.get(g.signed_by, -1) for g in self.conductances], dtype=int),
+            np.array([src.get(g.signed_by or "", -1) for g in self.conductances], dtype=int),
+            np.array([amp.get(g.signed_by or "", -1) for g in self.conductances], dtype=int),
         )
 
     @cached_property
@@ -321,24 +322,29 @@ class Network:
 
     # ------------------------------------------------------------------ validation
     def _check(self) -> None:
-        names = [
-            x.name for x in (*self.conductances, *self.sources, *self.clamps, *self.amplifiers, *self.loads)
+        elements: list[Conductance | VoltageSource | DiodeClamp | Amplifier | Load] = [
+            *self.conductances,
+            *self.sources,
+            *self.clamps,
+            *self.amplifiers,
+            *self.loads,
         ]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, count in Counter(x.name for x in elements).items() if count > 1)
         if dupes:
             raise ValueError(f"network '{self.name}': element names used twice: {dupes}")
-        driven = [s.node for s in self.sources] + [a.node_out for a in self.amplifiers]
-        clash = sorted({n for n in driven if driven.count(n) > 1 or n == GROUND})
+        driven = Counter([s.node for s in self.sources] + [a.node_out for a in self.amplifiers])
+        clash = sorted(n for n, count in driven.items() if count > 1 or n == GROUND)
         if clash:
             raise ValueError(f"network '{self.name}': nodes driven by two sources: {clash}")
         bad = [n for n in self.nodes if not _NODE.fullmatch(n)]
         if bad:
             raise ValueError(f"network '{self.name}': node names must be lower-case [a-z0-9_]: {bad}")
-        for x, prefix in (
+        named: list[tuple[Conductance | VoltageSource | Load, str]] = [
             *((g, "R") for g in self.conductances),
             *((s, "V") for s in self.sources),
             *((ld, "R") for ld in self.loads),
-        ):
+        ]
+        for x, prefix in named:
             if not (x.name[:1].upper() == prefix and _ELEMENT.fullmatch(x.name)):
                 raise ValueError(f"element name {x.name!r} must start with {prefix} and use [A-Za-z0-9_]")
         signers = {s.name for s in self.sources} | {a.name for a in self.amplifiers}

@@ -175,13 +175,16 @@ def read(path: str | Path) -> Run:
         n = min(len(ep[name]) for name in (*EPOCH_SERIES, "sample_loss"))
         n = min(n, len(ep["conductances"]) - 1)
         return Run(
-            path,
-            str(f.attrs.get("status", "running")),
-            str(f.attrs["backend"]),
-            str(f.attrs["config_toml"]),
-            [s.decode() for s in f["network/edge_names"][:]],
-            f["network/layers"][:],
-            *(ep[name][:n] for name in EPOCH_SERIES),
-            ep["sample_loss"][:n],
-            ep["conductances"][: n + 1],
+            path=path,
+            status=str(f.attrs.get("status", "running")),
+            backend=str(f.attrs["backend"]),
+            config_toml=str(f.attrs["config_toml"]),
+            edge_names=[s.decode() for s in f["network/edge_names"][:]],
+            layers=f["network/layers"][:],
+            loss=ep["loss"][:n],
+            error_db=ep["error_db"][:n],
+            accuracy=ep["accuracy"][:n],
+            update_norm=ep["update_norm"][:n],
+            sample_loss=ep["sample_loss"][:n],
+            conductances=ep["conductances"][: n + 1],
         )

@@ -41,6 +41,13 @@ class CommandError(Exception):
         self.detail = detail
 
 
+class SpiBus:
+    """What `AD5206Chips` needs of an SPI bus (`machine.SPI` on the board)."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
 class PotWriter:
     """What the parser drives: sets wiper `channel` (1-based) to `code`."""
 
@@ -191,7 +198,7 @@ class AD5206Chips(PotWriter):
     on the rising chip select, so two bytes (address, code) do: the 5 leading zeros fall through.
     """
 
-    def __init__(self, spi: object, chip_selects: list) -> None:
+    def __init__(self, spi: SpiBus, chip_selects: list) -> None:
         self.spi = spi
         self.chip_selects = chip_selects
         for pin in chip_selects:

@@ -112,24 +112,25 @@ class EmulatedCircuit:
         twin, nodes = self._twin(driven, frozenset(inverted))
         twin.program(self._conductances())
         state = twin.settle(np.array([levels[n][0] for n in driven]), injected)
+        assert state.source_currents is not None  # the twin reports every source's current
         self.solves += 1
         volts = dict(zip(nodes, state.voltages.tolist(), strict=True))
         delivered = {n: -i for n, i in zip(driven, state.source_currents.tolist(), strict=True)}
         readings: dict[str, tuple[float, float, bool]] = {}
         for k, s in smus.items():
-            node = attached.get(k)
-            if node is None:
+            on = attached.get(k)
+            if on is None:
                 readings[k] = (0.0, 0.0, False)
             elif not s.output:
-                readings[k] = (volts[node], 0.0, False)  # output off: high impedance, reads the node
+                readings[k] = (volts[on], 0.0, False)  # output off: high impedance, reads the node
             elif s.function == "V":
-                shorted = len(set(levels[node])) > 1  # two sources fighting on one node
-                current = delivered[node] / len(levels[node])
+                shorted = len(set(levels[on])) > 1  # two sources fighting on one node
+                current = delivered[on] / len(levels[on])
                 over = shorted or abs(current) > s.current_limit
-                v = volts[node] * (s.current_limit / abs(current) if over and current else 1.0)
+                v = volts[on] * (s.current_limit / abs(current) if over and current else 1.0)
                 readings[k] = (v, float(np.clip(current, -s.current_limit, s.current_limit)), over)
             else:
-                over = abs(volts[node]) > s.voltage_limit
-                v = float(np.clip(volts[node], -s.voltage_limit, s.voltage_limit))
+                over = abs(volts[on]) > s.voltage_limit
+                v = float(np.clip(volts[on], -s.voltage_limit, s.voltage_limit))
                 readings[k] = (v, s.level, over)
         self._readings = readings

@@ -54,7 +54,8 @@ class LineServer:
 
     def __init__(self, emulator: LineHandler, port: int = 0, host: str = "127.0.0.1") -> None:
         self._server = _Server((host, port), emulator)
-        self.host, self.port = self._server.server_address[:2]
+        bound = self._server.server_address
+        self.host, self.port = str(bound[0]), int(bound[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, daemon=True, name=f"emulator:{self.port}"
         )

@@ -155,7 +155,8 @@ class Emulated2600B(_Emulator):
             self.errors.clear()
             return None
         if m := re.fullmatch(r"smu([ab])\.(source\.\w+|measure\.nplc) = (\S+)", cmd):
-            return self._assign(f"{self.name}.{m[1]}", m[2], m[3])
+            self._assign(f"{self.name}.{m[1]}", m[2], m[3])
+            return None
         if m := re.fullmatch(r"print\(smu([ab])\.(measure\.[vi]\(\)|source\.\w+|measure\.nplc)\)", cmd):
             return self._print(f"{self.name}.{m[1]}", m[2])
         if m := re.fullmatch(r"smu([ab])\.reset\(\)", cmd):
