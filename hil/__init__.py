@@ -25,6 +25,7 @@ from hil.runlog import read as read_run
 from hil.train import EpochRecord, Hyper, Interrupted, evaluate
 
 __all__ = [
+    "__version__",
     "Backend",
     "BackendError",
     "ConfigError",

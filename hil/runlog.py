@@ -25,7 +25,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hil import __version__
 from hil.interface import Identity
 from hil.network import Network
 from hil.train import EpochRecord
@@ -37,7 +36,7 @@ EPOCH_SERIES = ("loss", "error_db", "accuracy", "update_norm")
 
 def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     found = {
-        "eqprop-hil": __version__,
+        "eqprop-hil": metadata.version("eqprop-hil"),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "h5py": h5py.__version__,
