@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from hil.network import (
     Amplifier,
@@ -85,6 +86,76 @@ def xor(amplifier_gain: float = 4.0) -> Network:
     )
 
 
+@dataclass
+class _Parts:
+    """A layered network's elements as they are added, layer by layer."""
+
+    sources: list[VoltageSource] = field(default_factory=list)
+    conductances: list[Conductance] = field(default_factory=list)
+    clamps: list[DiodeClamp] = field(default_factory=list)
+    amplifiers: list[Amplifier] = field(default_factory=list)
+
+    def source(self, source: VoltageSource) -> str:
+        self.sources.append(source)
+        return source.node
+
+    def inputs(self, n_inputs: int, duplicate: bool) -> list[str]:
+        """Input sources x (and -x): the nodes the first layer connects from."""
+        nodes = []
+        for i in range(n_inputs):
+            nodes.append(self.source(VoltageSource(f"Vx{i}p", f"x{i}p", input_index=i, scale=1.0)))
+            if duplicate:
+                nodes.append(self.source(VoltageSource(f"Vx{i}n", f"x{i}n", input_index=i, scale=-1.0)))
+        return nodes
+
+    def bias(self, layer: int, volts: float, duplicate: bool) -> list[str]:
+        nodes = [self.source(VoltageSource(f"Vb{layer}p", f"b{layer}p", value=volts))]
+        if duplicate:
+            nodes.append(self.source(VoltageSource(f"Vb{layer}n", f"b{layer}n", value=-volts)))
+        return nodes
+
+    def connect(self, layer: int, sources: list[str], targets: list[str]) -> None:
+        """Every source node to every target node: the trainable conductances of a layer."""
+        for t in targets:
+            for s in sources:
+                self.conductances.append(Conductance(f"R{layer}_{t}_{s}", s, t, layer))
+
+    def hidden(
+        self, layer: int, width: int, gain: float, clamp_volts: float, duplicate: bool
+    ) -> tuple[list[str], list[str]]:
+        """Diode-clamped hidden nodes and their amplifiers: (hidden nodes, amplifier outputs)."""
+        nodes = [f"h{layer}_{j}" for j in range(width)]
+        outs: list[str] = []
+        for j, node in enumerate(nodes):
+            self.clamps.append(DiodeClamp(f"CL{layer}_{j}", node, clamp_volts, -clamp_volts))
+            self.amplifiers.append(Amplifier(f"X{layer}_{j}p", node, f"a{layer}_{j}p", gain, -1.0 / gain))
+            outs.append(f"a{layer}_{j}p")
+            if duplicate:
+                self.amplifiers.append(Amplifier(f"X{layer}_{j}n", node, f"a{layer}_{j}n", -gain, 1.0 / gain))
+                outs.append(f"a{layer}_{j}n")
+        return nodes, outs
+
+
+def _outputs(n_outputs: int, doubled: bool) -> tuple[list[Output], list[str]]:
+    outputs: list[Output] = []
+    nodes: list[str] = []
+    for k in range(n_outputs):
+        outputs.append(Output(f"y{k}p", f"y{k}n") if doubled else Output(f"y{k}p"))
+        nodes += [f"y{k}p", f"y{k}n"] if doubled else [f"y{k}p"]
+    return outputs, nodes
+
+
+def layer_compensation(gains: Sequence[float]) -> dict[int, float]:
+    """Per layer, the product of A² over the amplifiers between it and the output (layer
+    len(gains) + 1, the output layer, has none)."""
+    compensation: dict[int, float] = {len(gains) + 1: 1.0}
+    factor = 1.0
+    for layer in range(len(gains), 0, -1):
+        factor *= gains[layer - 1] ** 2
+        compensation[layer] = factor
+    return compensation
+
+
 def layered(
     n_inputs: int,
     hidden: Sequence[int],
@@ -116,74 +187,27 @@ def layered(
     if n_inputs < 1 or n_outputs < 1 or any(h < 1 for h in hidden):
         raise ValueError("layer sizes must be at least 1")
 
-    sources: list[VoltageSource] = []
-    conductances: list[Conductance] = []
-    clamps: list[DiodeClamp] = []
-    amplifiers: list[Amplifier] = []
-
-    prev: list[str] = []
-    for i in range(n_inputs):
-        sources.append(VoltageSource(f"Vx{i}p", f"x{i}p", input_index=i, scale=1.0))
-        prev.append(f"x{i}p")
-        if duplicate_inputs:
-            sources.append(VoltageSource(f"Vx{i}n", f"x{i}n", input_index=i, scale=-1.0))
-            prev.append(f"x{i}n")
-
-    def bias_nodes(layer: int) -> list[str]:
-        nodes = [f"b{layer}p"]
-        sources.append(VoltageSource(f"Vb{layer}p", f"b{layer}p", value=bias_volts))
-        if duplicate_inputs:
-            nodes.append(f"b{layer}n")
-            sources.append(VoltageSource(f"Vb{layer}n", f"b{layer}n", value=-bias_volts))
-        return nodes
-
-    def connect(layer: int, sources_nodes: list[str], targets: list[str]) -> None:
-        for t in targets:
-            for s in sources_nodes:
-                conductances.append(Conductance(f"R{layer}_{t}_{s}", s, t, layer))
-
-    for li, (width, gain) in enumerate(zip(hidden, gains, strict=True), start=1):
-        nodes = [f"h{li}_{j}" for j in range(width)]
-        connect(li, prev + bias_nodes(li), nodes)
-        outs: list[str] = []
-        for j, node in enumerate(nodes):
-            clamps.append(DiodeClamp(f"CL{li}_{j}", node, clamp_volts, -clamp_volts))
-            amplifiers.append(Amplifier(f"X{li}_{j}p", node, f"a{li}_{j}p", gain, -1.0 / gain))
-            outs.append(f"a{li}_{j}p")
-            if duplicate_hidden:
-                amplifiers.append(Amplifier(f"X{li}_{j}n", node, f"a{li}_{j}n", -gain, 1.0 / gain))
-                outs.append(f"a{li}_{j}n")
+    parts = _Parts()
+    prev = parts.inputs(n_inputs, duplicate_inputs)
+    for layer, (width, gain) in enumerate(zip(hidden, gains, strict=True), start=1):
+        nodes, outs = parts.hidden(layer, width, gain, clamp_volts, duplicate_hidden)
+        parts.connect(layer, prev + parts.bias(layer, bias_volts, duplicate_inputs), nodes)
         prev = outs
-
     last = len(hidden) + 1
-    outputs: list[Output] = []
-    out_nodes: list[str] = []
-    for k in range(n_outputs):
-        if doubled_outputs:
-            outputs.append(Output(f"y{k}p", f"y{k}n"))
-            out_nodes += [f"y{k}p", f"y{k}n"]
-        else:
-            outputs.append(Output(f"y{k}p"))
-            out_nodes.append(f"y{k}p")
-    connect(last, prev + bias_nodes(last), out_nodes)
+    outputs, out_nodes = _outputs(n_outputs, doubled_outputs)
+    parts.connect(last, prev + parts.bias(last, bias_volts, duplicate_inputs), out_nodes)
     loads = [Load(f"RL_{n}", n, output_load) for n in out_nodes] if output_load > 0 else []
-
-    compensation: dict[int, float] = {last: 1.0}
-    factor = 1.0
-    for li in range(len(hidden), 0, -1):
-        factor *= gains[li - 1] ** 2
-        compensation[li] = factor
     return Network(
         name=f"layered-{n_inputs}-{'-'.join(map(str, hidden))}-{n_outputs}",
-        conductances=conductances,
-        sources=sources,
-        clamps=clamps,
-        amplifiers=amplifiers,
+        conductances=parts.conductances,
+        sources=parts.sources,
+        clamps=parts.clamps,
+        amplifiers=parts.amplifiers,
         loads=loads,
         outputs=outputs,
         diode_model=diode or DiodeModel(),
         temperature=temperature,
         n_inputs=n_inputs,
         nudge_sign=1.0,
-        layer_compensation=compensation,
+        layer_compensation=layer_compensation(gains),
     )
