@@ -1,1 +1,3 @@
-"""Hardware abstraction: transports, instrument drivers and the bench backend (to come)."""
+"""Hardware abstraction: transports, instrument drivers (SMUs, switch matrices, the pot bridge and
+its firmware), the table of instrument models, bench configs and the bench backend that composes
+them into the one interface. Imports the method (the `hil` root) only."""

@@ -1,5 +1,7 @@
-"""The roles a bench needs, in the lab's words. Concrete drivers implement them; the bench
-backend uses nothing else.
+"""The roles a bench needs, in the lab's words. Concrete drivers implement them; the bench backend
+drives SMU channels and switch matrices through these roles alone, and pot banks through
+`drivers.pots.PotBankDriver.program` (the role plus the part's model, which turns conductances into
+codes). Sessions (identity, error queue, close) are `drivers.instrument.Instrument`'s.
 
 - `SourceMeter`: one SMU channel that forces a voltage (inputs, biases) or a current (nudges,
   or 0 A to read a node's voltage) and measures either.

@@ -47,7 +47,6 @@ class SpiceBackend:
         self._g = np.full(len(network.conductances), 1e-3)
         self._inputs = np.zeros(network.n_inputs)
         self._applied: dict[str, float] = {}  # element -> value ngspice holds now
-        self.phase_label = ""  # set by the caller for error messages
         nodes = network.nodes
         self._nodes_lower = [n.lower() for n in nodes]
 
@@ -78,13 +77,13 @@ class SpiceBackend:
             ).reshape(-1, 2)
             amp = np.array([values[f"e{a.name.lower()}#branch"] for a in net.amplifiers])
         except KeyError as exc:
-            raise BackendError(f"ngspice returned no vector {exc}{self._where()}") from exc
+            raise BackendError(f"ngspice returned no vector {exc}") from exc
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(src))):
-            raise ConvergenceError(f"ngspice returned non-finite values{self._where()}")
+            raise ConvergenceError("ngspice returned non-finite values")
         # A singular circuit (amplifier feedback of exactly unity) comes back "converged" at ~1e16 V.
         if np.max(np.abs(v), initial=0.0) > IMPLAUSIBLE_VOLTS:
             raise ConvergenceError(
-                f"ngspice returned {np.max(np.abs(v)):.3g} V{self._where()}: the circuit has no sensible "
+                f"ngspice returned {np.max(np.abs(v)):.3g} V: the circuit has no sensible "
                 "equilibrium at these conductances"
             )
         return State(v, src, clamp, amp)
@@ -107,9 +106,6 @@ class SpiceBackend:
         )
 
     # ------------------------------------------------------------------ ngspice plumbing
-    def _where(self) -> str:
-        return f" ({self.phase_label})" if self.phase_label else ""
-
     def _wanted(self, inputs: np.ndarray, nudges: dict[str, float]) -> dict[str, float]:
         net = self.network
         src_sign, _ = net.sign_multipliers(self._g)
@@ -166,7 +162,7 @@ class SpiceBackend:
         plot = ffi.string(lib.ngSpice_CurPlot()).decode()
         if rc != 0 or not plot.startswith("op"):
             said = " ".join(self._ng.stderr.split())[-300:] or "no operating point"
-            raise ConvergenceError(f"ngspice operating point failed{self._where()}: {said}")
+            raise ConvergenceError(f"ngspice operating point failed: {said}")
         names = lib.ngSpice_AllVecs(plot.encode())
         values: dict[str, float] = {}
         i = 0
