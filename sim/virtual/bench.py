@@ -30,6 +30,11 @@ def _pot_bank(state: BenchState, spec: InstrumentSpec) -> PotBankState:
     return state.pots.setdefault(spec.name, PotBankState([255] * spec.channels, 255))
 
 
+def _keithley_matrix(spec: InstrumentSpec, idn: str, state: BenchState, reading: Reading) -> Emulator:
+    """A 707B, or a 3706A driven with 707B-style cards: the same TSP (see drivers.switch)."""
+    return Keithley707BEmulator(_relays(state, spec), state, idn)
+
+
 # Per model (the keys of `drivers.models.MODELS`): what its emulator answers to *IDN?, and how it
 # is built on the bench's shared state and the circuit's readings.
 EMULATORS: dict[str, tuple[str, Build]] = {
@@ -45,14 +50,8 @@ EMULATORS: dict[str, tuple[str, Build]] = {
         "Keysight Technologies,B2902A,{serial},3.4.2011.5100 (virtual)",
         lambda spec, idn, state, reading: EmulatedB2900(spec.name, idn, state, reading),
     ),
-    "keithley-707b": (
-        "Keithley Instruments Inc., Model 707B, {serial}, 1.6.1 (virtual)",
-        lambda spec, idn, state, reading: Keithley707BEmulator(_relays(state, spec), state, idn),
-    ),
-    "keithley-3706a": (
-        "Keithley Instruments Inc., Model 3706A, {serial}, 1.6.1 (virtual)",
-        lambda spec, idn, state, reading: Keithley707BEmulator(_relays(state, spec), state, idn),
-    ),
+    "keithley-707b": ("Keithley Instruments Inc., Model 707B, {serial}, 1.6.1 (virtual)", _keithley_matrix),
+    "keithley-3706a": ("Keithley Instruments Inc., Model 3706A, {serial}, 1.6.1 (virtual)", _keithley_matrix),
     "keysight-34980a": (
         "Agilent Technologies,34980A,{serial},2.51-2.51-2.51-2.51 (virtual)",
         lambda spec, idn, state, reading: Keysight34980AEmulator(_relays(state, spec), state, idn),
