@@ -20,10 +20,11 @@ ngspice:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ngspice libngspice0 libngspice0-dev; \
 	fi
 
-$(STAMP): pyproject.toml
+# Exact versions from .ci/constraints.txt; pyproject.toml keeps the supported ranges.
+$(STAMP): pyproject.toml .ci/constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --upgrade pip -c .ci/constraints.txt
+	$(PY) -m pip install -q -e '.[test]' -c .ci/constraints.txt
 	touch $(STAMP)
 
 run: setup

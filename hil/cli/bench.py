@@ -61,6 +61,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     out = Path(args.write_config) if args.write_config else None
     if out is not None:
         runlog.refuse_overwrite(out, args.force, "--write-config")
+        out.parent.mkdir(parents=True, exist_ok=True)
     with StopFlag() as stop:
         virtual = VirtualBench(bench, experiment.network()).start()
         try:

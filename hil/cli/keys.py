@@ -23,9 +23,13 @@ def _default(key: Key) -> str:
     return repr(value)
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bare | would end the Markdown cell
+
+
 def _rows(file: str, tables: dict[str, dict[str, Key]]) -> list[str]:
     return [
-        f"| {file} | `[{section}]` | `{name}` | {_default(key)} | {key.doc} |"
+        f"| {file} | `[{section}]` | `{name}` | {_cell(_default(key))} | {_cell(key.doc)} |"
         for section, keys in tables.items()
         for name, key in keys.items()
     ]
@@ -38,7 +42,7 @@ def reference() -> str:
     lines = ["| file | section | key | default | meaning |", "|---|---|---|---|---|"]
     lines += _rows("experiment", SCHEMA)
     lines += _rows("bench", KEYS)
-    lines += [f"| bench | `[{section}]` | *each entry* | — | {doc} |" for section, doc in MAPS.items()]
+    lines += [f"| bench | `[{section}]` | *each entry* | — | {_cell(doc)} |" for section, doc in MAPS.items()]
     return "\n".join(lines) + "\n"
 
 
