@@ -230,3 +230,46 @@ def test_hil_emulate_serves_instruments_that_the_drivers_identify(configs):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_backend_option_on_a_bench_config_is_a_dry_run_said_so(hil, configs, tmp_path):
+    out = tmp_path / "dry.h5"
+    result = hil(
+        "train",
+        str(configs / "bench-virtual.toml"),
+        "--backend",
+        "numeric",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dry run" in result.stderr and "no instrument is touched" in result.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["backend"] == "numeric" and json.loads(f.attrs["instruments"]) == []
+        assert f.attrs["backend_description"].endswith("dry run of bench bench-virtual.toml")
+        assert 'name = "numeric"' in f.attrs["config_toml"] and "bench-virtual.toml" in f.attrs["config_toml"]
+
+
+@pytest.mark.parametrize(
+    "experiment, message",
+    [
+        ("self.toml", "is itself a bench config"),
+        ("missing.toml", "missing.toml not found: name an experiment config"),
+    ],
+)
+def test_a_bench_config_must_name_an_existing_experiment_config(hil, configs, tmp_path, experiment, message):
+    path = tmp_path / "self.toml"
+    text = (configs / "bench-virtual.toml").read_text().replace('"xor-bench.toml"', f'"{experiment}"')
+    path.write_text(text)
+    result = hil("train", str(path), "--out", str(tmp_path / "never.h5"))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "never.h5").exists()
+
+
+def test_an_experiment_cannot_name_the_bench_backend_without_a_bench(hil, tmp_path):
+    path = tmp_path / "x.toml"
+    path.write_text('[backend]\nname = "bench"\n')
+    result = hil("solve", str(path))
+    assert result.returncode == 2 and "needs a bench config" in result.stderr, result.stderr
