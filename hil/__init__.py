@@ -25,7 +25,6 @@ from hil.runlog import read as read_run
 from hil.train import EpochRecord, Hyper, Interrupted, evaluate
 
 __all__ = [
-    "__version__",
     "Backend",
     "BackendError",
     "ConfigError",
@@ -39,6 +38,7 @@ __all__ = [
     "Run",
     "RunLog",
     "State",
+    "__version__",
     "builders",
     "datasets",
     "eqprop",
