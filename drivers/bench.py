@@ -247,19 +247,31 @@ class BenchBackend:
 
 
 # ---------------------------------------------------------------------------------------- opening
+# Starts whatever serves the bench's instruments elsewhere (a virtual bench on local ports): returns
+# their addresses and how to stop it.
+Serve = Callable[[], tuple[dict[str, str], Callable[[], None]]]
+
+
 def open_bench(
-    config: BenchConfig,
-    network: Network,
-    method: str,
-    inputs: np.ndarray,
-    addresses: dict[str, str] | None = None,
+    config: BenchConfig, network: Network, method: str, inputs: np.ndarray, serve: Serve | None = None
 ) -> BenchBackend:
     """Check the config against the network, connect, identify, configure; leave every output at
-    0 V (compliance set first) and every relay open. Nothing is energised before all checks pass.
-    `addresses` replaces the config's (a virtual bench serving it on local ports)."""
+    0 V (compliance set first) and every relay open. Nothing is energised, and nothing is served,
+    before all checks pass. With `serve`, the instruments are at the addresses it returns."""
     benchconfig.check_against(config, network, method, benchconfig.max_source_volts(network, inputs))
-    hw = connect(config, addresses or {name: spec.address for name, spec in config.instruments.items()})
+    addresses = {name: spec.address for name, spec in config.instruments.items()}
+    stop: Callable[[], None] | None = None
+    if serve is not None:
+        addresses, stop = serve()
+    try:
+        hw = connect(config, addresses)
+    except Exception:
+        if stop is not None:
+            stop()
+        raise
     backend = BenchBackend(network, config, hw)
+    if stop is not None:
+        backend.on_close.append(stop)
     try:
         configure(backend)
     except Exception:

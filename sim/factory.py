@@ -7,10 +7,11 @@ them without the method importing the simulators.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drivers import benchconfig
-from drivers.bench import BenchBackend, open_bench
+from drivers.bench import open_bench
 from drivers.benchconfig import BenchConfig
 from hil.config import ConfigError, Experiment
 from hil.interface import Backend
@@ -64,16 +65,11 @@ def open_bench_backend(experiment: Experiment, method: str) -> Backend:
     on free local ports and stops it on close."""
     config = bench_config(experiment)
     network, inputs = experiment.network(), experiment.dataset().inputs
-    if not config.emulated:
-        return open_bench(config, network, method, inputs)
-    from sim.virtual.bench import VirtualBench
 
-    benchconfig.check_against(config, network, method, benchconfig.max_source_volts(network, inputs))
-    virtual = VirtualBench(config, network).start()
-    try:
-        backend: BenchBackend = open_bench(config, network, method, inputs, virtual.addresses)
-    except Exception:
-        virtual.stop()
-        raise
-    backend.on_close.append(virtual.stop)
-    return backend
+    def serve() -> tuple[dict[str, str], Callable[[], None]]:
+        from sim.virtual.bench import VirtualBench
+
+        virtual = VirtualBench(config, network).start()
+        return virtual.addresses, virtual.stop
+
+    return open_bench(config, network, method, inputs, serve if config.emulated else None)

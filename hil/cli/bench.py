@@ -17,10 +17,11 @@ from hil.cli.common import StopFlag
 
 def cmd_bench_check(args: argparse.Namespace) -> int:
     """Connect, identify and configure every instrument, report them, leave everything safe."""
-    from sim.factory import bench_config
-
     experiment = config.load(args.config)
-    bench_config(experiment)  # an experiment config alone has no bench to check: say so first
+    if experiment.bench is None:
+        raise ValueError(
+            f"{args.config} is an experiment config: give a bench config (one with a [bench] table)"
+        )
     backend = open_backend(experiment)
     try:
         identity = backend.identity()
