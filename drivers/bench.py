@@ -175,6 +175,12 @@ class BenchBackend:
                 step()
             self.on_close = []
 
+    def solver_state(self) -> dict[str, np.ndarray]:
+        return {}  # instruments measure; nothing is solved here
+
+    def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
     def identity(self) -> Identity:
         instruments = [
             {

@@ -66,3 +66,13 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     def identity(self) -> Identity: ...
+
+    def solver_state(self) -> dict[str, np.ndarray]:
+        """What the backend remembers between settles that can move the last bits of its next
+        answer (the twin's warm starts); {} for one that remembers nothing. Checkpoints keep it,
+        so a resumed training continues bit for bit."""
+        ...
+
+    def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
+        """Remember again what `solver_state` returned (in another process)."""
+        ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,24 @@ def evaluate(backend: Backend, conductances: np.ndarray, data: Dataset) -> tuple
     return right / len(data), errors
 
 
+@dataclass
+class Progress:
+    """Where a training stands, exactly: enough to continue it bit for bit (a checkpoint).
+
+    Taken between two samples. `rng_state` is the shuffling generator's state at the start of the
+    current epoch (the epoch's order is drawn again from it); `batch` holds the estimates of the
+    samples since the last update."""
+
+    epoch: int  # epochs finished
+    position: int  # samples of the current epoch finished
+    conductances: np.ndarray  # full precision, what the updates accumulate into
+    realised: np.ndarray  # what the backend set (a bench quantises)
+    rng_state: dict[str, Any]
+    sample_losses: np.ndarray  # of the current epoch, so far
+    batch: list[np.ndarray]  # the estimates of the samples since the last update
+    norms: list[float]  # update norms of the current epoch, so far
+
+
 def train(
     backend: Backend,
     data: Dataset,
@@ -64,55 +83,87 @@ def train(
     hyper: Hyper,
     on_epoch: Callable[[EpochRecord], object] = lambda record: None,
     on_sample: Callable[[], object] = lambda: None,
+    start: Progress | None = None,
+    on_checkpoint: Callable[[Progress], object] | None = None,
+    checkpoint_due: Callable[[], bool] = lambda: False,
 ) -> list[EpochRecord]:
+    """Train for `hyper.epochs` epochs (those after `start` when resuming).
+
+    `on_checkpoint` receives the progress after every epoch (after `on_epoch`) and between samples
+    whenever `checkpoint_due()` says so; `start` continues from such a progress."""
     net = backend.network
     rates = hyper.learning_rate * np.array(
         [hyper.layer_learning_rates.get(c.layer, 1.0) for c in net.conductances]
     )
     rng = np.random.default_rng(hyper.seed)
-    # `g` accumulates every update at full precision; `realised` is what the backend could set
-    # (a digital pot's nearest step). Updates smaller than a step add up instead of vanishing.
-    g = eqprop.clip_conductances(np.asarray(g0, float), net.signed, hyper.g_min, hyper.g_max)
-    realised = backend.program(g)
+    if start is None:
+        # `g` accumulates every update at full precision; `realised` is what the backend could set
+        # (a digital pot's nearest step). Updates smaller than a step add up instead of vanishing.
+        g = eqprop.clip_conductances(np.asarray(g0, float), net.signed, hyper.g_min, hyper.g_max)
+        p = Progress(0, 0, g, backend.program(g), dict(rng.bit_generator.state), np.zeros(len(data)), [], [])
+    else:
+        p = start
+        realised = backend.program(p.conductances)
+        if not np.array_equal(realised, p.realised):
+            raise BackendError(
+                "the backend realises the checkpoint's conductances differently: resume on the same bench"
+            )
     records: list[EpochRecord] = []
-    for epoch in range(1, hyper.epochs + 1):
+    while p.epoch < hyper.epochs:
+        rng.bit_generator.state = p.rng_state
         order = rng.permutation(len(data)) if hyper.shuffle else np.arange(len(data))
-        sample_losses = np.zeros(len(data))
-        batch: list[np.ndarray] = []
-        norms: list[float] = []
-        for position, i in enumerate(order):
-            try:
-                m = eqprop.measure(
-                    backend,
-                    g,
-                    data.inputs[i],
-                    data.targets[i],
-                    hyper.method,
-                    hyper.beta,
-                    hyper.pcm_perturbation,
-                )
-            except BackendError as exc:
-                raise type(exc)(f"epoch {epoch}, sample {i}, {exc}") from exc
-            sample_losses[i] = float(np.mean((data.targets[i] - m.outputs) ** 2))
-            batch.append(eqprop.compensated(net, m.raw))
-            if len(batch) == hyper.batch_size or position == len(order) - 1:
-                new = eqprop.apply_update(net, g, np.mean(batch, axis=0), rates, hyper.g_min, hyper.g_max)
-                norms.append(float(np.linalg.norm(new - g)))
-                g = new
-                realised = backend.program(g)
-                batch = []
+        for position in range(p.position, len(order)):
+            i = order[position]
+            _step(backend, data, i, hyper, rates, p, last=position == len(order) - 1)
+            p.position = position + 1
             on_sample()
-        mean = float(np.mean(sample_losses))
-        accuracy, _ = evaluate(backend, g, data)
+            if on_checkpoint is not None and p.position < len(order) and checkpoint_due():
+                on_checkpoint(p)
+        mean = float(np.mean(p.sample_losses))
+        accuracy, _ = evaluate(backend, p.conductances, data)
+        p.epoch += 1
         record = EpochRecord(
-            epoch,
+            p.epoch,
             mean,
             10 * np.log10(mean) if mean > 0 else -np.inf,
             accuracy,
-            realised.copy(),
-            float(np.mean(norms)),
-            sample_losses,
+            p.realised.copy(),
+            float(np.mean(p.norms)),
+            p.sample_losses,
         )
         records.append(record)
+        p.position, p.rng_state = 0, dict(rng.bit_generator.state)
+        p.sample_losses, p.norms = np.zeros(len(data)), []
         on_epoch(record)
+        if on_checkpoint is not None:
+            on_checkpoint(p)
     return records
+
+
+def _step(
+    backend: Backend, data: Dataset, i: int, hyper: Hyper, rates: np.ndarray, p: Progress, last: bool
+) -> None:
+    """One sample: measure, keep its estimate, and update when the batch is full (or the epoch ends)."""
+    net = backend.network
+    try:
+        m = eqprop.measure(
+            backend,
+            p.conductances,
+            data.inputs[i],
+            data.targets[i],
+            hyper.method,
+            hyper.beta,
+            hyper.pcm_perturbation,
+        )
+    except BackendError as exc:
+        raise type(exc)(f"epoch {p.epoch + 1}, sample {i}, {exc}") from exc
+    p.sample_losses[i] = float(np.mean((data.targets[i] - m.outputs) ** 2))
+    p.batch.append(eqprop.compensated(net, m.raw))
+    if len(p.batch) == hyper.batch_size or last:
+        new = eqprop.apply_update(
+            net, p.conductances, np.mean(p.batch, axis=0), rates, hyper.g_min, hyper.g_max
+        )
+        p.norms.append(float(np.linalg.norm(new - p.conductances)))
+        p.conductances = new
+        p.realised = backend.program(new)
+        p.batch = []

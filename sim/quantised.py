@@ -32,6 +32,12 @@ class QuantisedBackend:
     def close(self) -> None:
         self.inner.close()
 
+    def solver_state(self) -> dict[str, np.ndarray]:
+        return self.inner.solver_state()
+
+    def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
+        self.inner.restore_solver_state(state)
+
     def identity(self) -> Identity:
         inner = self.inner.identity()
         return Identity(inner.kind, f"{inner.description}, quantised", inner.versions, inner.instruments)

@@ -98,6 +98,12 @@ class SpiceBackend:
                 self._command("destroy all")
                 _owner[0] = None
 
+    def solver_state(self) -> dict[str, np.ndarray]:
+        return {}  # every settle starts afresh
+
+    def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
     def identity(self) -> Identity:
         return Identity(
             kind="spice",

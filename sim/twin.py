@@ -142,6 +142,19 @@ class TwinBackend:
     def close(self) -> None:
         self._warm.clear()
 
+    def solver_state(self) -> dict[str, np.ndarray]:
+        """The warm starts: each sample's inputs and the free-node voltages Newton last found."""
+        keys = list(self._warm)
+        inputs = np.array([np.frombuffer(k, dtype=float) for k in keys]).reshape(len(keys), -1)
+        found = np.array([self._warm[k] for k in keys]).reshape(len(keys), self._nf)
+        return {"warm_inputs": inputs, "warm_free_voltages": found}
+
+    def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
+        self._warm = {
+            np.ascontiguousarray(x, dtype=float).tobytes(): np.array(u, dtype=float)
+            for x, u in zip(state.get("warm_inputs", ()), state.get("warm_free_voltages", ()), strict=True)
+        }
+
     def identity(self) -> Identity:
         return Identity(
             kind="numeric",
