@@ -20,8 +20,18 @@ ROOT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_seed_start_conditions_reproduce_the_seeds_first_12_starts(hil, configs, tmp_path):
-    """Measured on the seed's code (100 epochs): VDM ends at +7.7…+8.6 dB in 11 of 12 starts, PCM at
-    −5.7…−9.6 dB in 12 of 12."""
+    """The seed's start-condition claim, as statistics over its first 12 starts (100 epochs).
+
+    The seed measured VDM ending at +7.7…+8.6 dB in 11 of 12 starts and PCM at −5.7…−9.6 dB in 12
+    of 12. No single start's end is asserted: 100 epochs of this flawed circuit are chaotic for some
+    starts. Measured in 24 sweeps (twin and ngspice; solver tolerances and gmin ×10 and ÷10; 18
+    perturbations of the initial conductances by ±1e-12 relative, as another CPU's rounding), the
+    final errors of PCM starts 2, 4, 6, 10 span −8.8…−4.3, −9.9…−5.8, −8.1…−5.5, −6.1…−5.5 dB
+    (start 2 ended at −4.27 dB on the twin of an x86-64 machine), PCM start 1 ends at +5.2 dB on
+    ngspice with reltol 1e-2, VDM start 6 spans −3.0…+8.4 dB on ngspice; every other start stays
+    within 0.15 dB. The statistics below held in all 24 sweeps with the margins given; the
+    per-start numbers are study output (`hil sweep starts`, `make bench`).
+    """
     out = tmp_path / "starts.h5"
     result = hil(
         "sweep", "starts", str(configs / "xor-seed-starts.toml"), "--starts", "12", "--workers", "2",
@@ -37,18 +47,25 @@ def test_seed_start_conditions_reproduce_the_seeds_first_12_starts(hil, configs,
     np.testing.assert_array_equal(vdm.initial_conductances, pcm.initial_conductances)
     first = np.random.RandomState(5).uniform(1e-4, 0.1, 9)[1:]
     np.testing.assert_array_equal(vdm.initial_conductances[0], first)
-    # VDM: the last recorded error of 11 of 12 starts is near +8 dB; none reaches -9 dB. A start the
-    # solver loses is counted as a failure (the twin loses start 7 at epoch 62, already at +7.3 dB).
-    last = np.array([row[np.isfinite(row)][-1] for row in vdm.error_db])
-    assert np.sum((last >= 7.0) & (last <= 9.0)) == 11
-    assert not vdm.success.any()
-    assert vdm.failed.sum() <= 1
+    # A start the solver loses counts with its last recorded error, and as a failure (measured: at
+    # most 1 of 12 VDM starts, on ngspice with tolerances ×10 only; never a PCM start).
+    vdm_last = np.array([row[np.isfinite(row)][-1] for row in vdm.error_db])
+    assert vdm.failed.sum() <= 1 and not pcm.failed.any()
     for k in np.flatnonzero(vdm.failed):
         assert np.isnan(vdm.final_error_db[k]) and "converge" in vdm.failure[k]
-    # PCM: all 12 finish between -5.7 and -9.6 dB (rounded to 0.1 dB as the reference gives them).
-    assert not pcm.failed.any()
-    assert np.all((np.round(pcm.final_error_db, 1) <= -5.7) & (np.round(pcm.final_error_db, 1) >= -9.6))
+    # VDM diverges: ends at +7…+9 dB in at least 9 of 12 starts (measured 10-11 of 12; the seed 11)
+    # and never reaches -9 dB (measured: lowest end −4.65 dB). Without the seed's pairing VDM
+    # ends near +11 dB (0 of 12 in the band); on the corrected circuit near −16 dB (10 succeed).
+    assert np.sum((vdm_last >= 7.0) & (vdm_last <= 9.0)) >= 9
+    assert not vdm.success.any()
+    # PCM plateaus: ends at −12…−4 dB in at least 10 of 12 starts (measured 11-12 of 12; the seed
+    # 12 in −5.7…−9.6 dB), and below VDM in at least 10 of 12 (measured 11-12; 1 of 12 on the
+    # corrected circuit, where VDM trains).
+    assert np.sum((pcm.final_error_db >= -12.0) & (pcm.final_error_db <= -4.0)) >= 10
+    assert np.sum(pcm.final_error_db < vdm_last) >= 10
+    # The summary says what the file holds.
     assert f"{int(pcm.success.sum())}/12 reach -9 dB" in result.stdout
+    assert f"{int(vdm.success.sum())}/12 reach -9 dB" in result.stdout
     assert "solver failures" in result.stdout
 
 
@@ -61,6 +78,10 @@ def test_corrected_xor_with_centered_vdm_reaches_minus_15_db_in_5_of_6_starts(hi
     assert result.returncode == 0, result.stderr
     r = read(out).methods["vdm-centered"]
     assert r.done.all() and not r.failed.any()
+    # Not chaotic: the corrected circuit descends smoothly. Final errors -17.0, -5.7, -16.5, -18.4,
+    # -15.9, -15.9 dB agree within 1e-8 dB on the twin and ngspice, with tolerances and gmin ×10
+    # and ÷10, and from initial conductances perturbed by 1e-12 relative; the closest start is
+    # 0.86 dB inside -15 dB. (On the seed circuit none of the 6 gets there.)
     assert np.sum(r.final_error_db <= -15.0) >= 5
     assert np.all(r.error_db[:, 0] > 0)  # they all start far from the answer
 
