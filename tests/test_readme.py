@@ -55,7 +55,8 @@ def test_the_python_example_runs_as_written(workdir):
     assert re.fullmatch(r"20 epochs: [+-]\d+\.\d dB -> [+-]\d+\.\d dB, accuracy \d+%", first), first
     start, end = (float(x) for x in re.findall(r"([+-]\d+\.\d) dB", first))
     assert end < start  # it trained
-    # 4 inputs and a bias, each ±, into 8 hidden nodes; 8 (+A, −A) amplifiers and a bias ± into 2 doubled outputs
+    # 4 inputs and a bias, each ±, into 8 hidden nodes; 8 (+A, −A) amplifiers and a bias ± into
+    # 2 doubled outputs
     assert second == f"layered-4-8-2 {(2 * 4 + 2) * 8 + (2 * 8 + 2) * 2 * 2} conductances"
 
 
