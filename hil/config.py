@@ -386,6 +386,26 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
             f'{path}: [backend] name = "bench" needs a bench config: run hil on the bench\'s .toml, '
             "which names this experiment"
         )
+    return _experiment(path, raw, bench)
+
+
+def loads(
+    text: str,
+    path: Path,
+    bench: BenchFile | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Experiment:
+    """An experiment from resolved TOML text (what a run log keeps), checked like a file."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: its config is malformed TOML ({exc})") from exc
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
+    return _experiment(path, raw, bench)
+
+
+def _experiment(path: Path, raw: dict[str, Any], bench: BenchFile | None) -> Experiment:
     experiment = Experiment(path, _check(path, raw), bench)
     try:
         network = experiment.network()
@@ -450,7 +470,9 @@ def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
     circuit = out["circuit"]
     if circuit["builder"] != "layered":
-        misplaced = [k for k in LAYERED_ONLY if k in raw.get("circuit", {})]
+        # A resolved config (a run log's) carries every key at its default: only a set value misleads.
+        given = raw.get("circuit", {})
+        misplaced = [k for k in LAYERED_ONLY if k in given and given[k] != SCHEMA["circuit"][k].default]
         if misplaced:
             raise ConfigError(f'{path}: [circuit] {misplaced[0]} applies only to builder = "layered"')
     c = out["conductances"]

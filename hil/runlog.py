@@ -1,13 +1,23 @@
-"""The HDF5 run log: one file per training run, written as it goes and flushed every epoch.
+"""The HDF5 run log: one file per training run, committed after every epoch.
 
 Layout (format "eqprop-hil-run", version 1):
-  attrs     format, format_version, config_toml, backend, backend_description, created,
-            versions (JSON), instruments (JSON list; empty in simulation), status (on close)
-  /network  edge_names, endpoints [edges, 2], layers, g_min, g_max (attrs: name)
-  /epochs   loss, error_db, accuracy, update_norm (one row per epoch),
-            sample_loss [epochs, samples], conductances [epochs + 1, edges] (row 0 = initial)
-The file is opened in SWMR mode, so it can be read while training writes it. On close, the
-attribute `status` says how the run ended ("completed", "interrupted", or the error).
+  attrs       format, format_version, config_toml, backend, backend_description, created,
+              versions (JSON), instruments (JSON list; empty in simulation), bench_toml (the bench
+              config's tables on a bench, else ""), status ("running", "completed", "interrupted",
+              "failed: <reason>")
+  /network    edge_names, endpoints [edges, 2], layers, g_min, g_max (attrs: name)
+  /epochs     loss, error_db, accuracy, update_norm (one row per epoch),
+              sample_loss [epochs, samples], conductances [epochs + 1, edges] (row 0 = initial)
+  /checkpoint where the training stands (`hil.train.Progress`: epoch, position, full-precision and
+              realised conductances, shuffling state, the batch in progress) and /checkpoint/solver,
+              what the backend's solver remembered: `hil train --resume` continues from it bit for bit
+
+Crash-safe by construction: each commit writes the whole log next to it (`.RUN.h5.<pid>.tmp`),
+makes it durable and renames it over the log, so the file is always a complete log that opens
+normally, whatever killed the writer and when; readers never wait for the writer. The writer holds
+`RUN.h5.lock` (flock, with its pid and command) for the whole run: a second writer, or `--force`
+on a live log, is refused with who holds it. A log whose status says "running" while nobody holds
+its lock was left by a writer that died; `read` says so.
 
 Every file hil writes (run logs, sweep files, gradient-quality files) starts with the same
 header (`write_header`) and describes its network the same way (`write_network`).
@@ -16,8 +26,14 @@ header (`write_header`) and describes its network the same way (`write_network`)
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
+import os
 import platform
+import shutil
+import socket
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +43,7 @@ import numpy as np
 
 from hil.interface import Identity
 from hil.network import Network
-from hil.train import EpochRecord
+from hil.train import EpochRecord, Progress
 
 FORMAT = "eqprop-hil-run"
 FORMAT_VERSION = 1
@@ -74,15 +90,111 @@ def write_network(f: h5py.File, network: Network) -> h5py.Group:
     return net
 
 
+class LogBusy(FileExistsError):
+    """Another process is writing this run log."""
+
+
+class Lock:
+    """The writer's exclusive claim on a run log: `RUN.h5.lock`, flock'ed for the whole run and
+    holding who took it. The kernel drops the claim when the process dies, even by kill -9."""
+
+    def __init__(self, log: Path) -> None:
+        self.path = log.with_name(log.name + ".lock")
+        self._fd: int | None = None
+
+    def holder(self) -> str | None:
+        """Who holds the claim (pid, host, command, since), or None when nobody does."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.path.read_text().strip() or "another process"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogBusy(
+                f"{self.path.with_suffix('')} is being written by {self.holder() or 'another process'}: "
+                "wait for that run, or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        since = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        os.write(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)}), since {since}".encode()
+        )
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
 def refuse_overwrite(path: Path, overwrite: bool, option: str = "--out") -> None:
-    """Checked before anything runs, so a refused run leaves no trace."""
+    """Checked before anything runs, so a refused run leaves no trace. A log another process is
+    writing is refused even with --force."""
+    holder = Lock(path).holder()
+    if holder is not None:
+        raise LogBusy(f"{path} is being written by {holder}: choose another {option}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists: choose another {option} or pass --force to replace it")
 
 
+def claim_new(folder: Path, stem: str) -> tuple[Path, Lock]:
+    """A new log name, `folder/stem-YYYYmmdd-HHMMSS.h5` (-2, -3, ... when taken), claimed for this
+    process: two runs started in the same second get different logs."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        path = folder / f"{stem}-{stamp}{'' if n == 1 else f'-{n}'}.h5"
+        if path.exists():
+            continue
+        lock = Lock(path)
+        try:
+            lock.acquire()
+        except LogBusy:
+            continue
+        if path.exists():  # another run claimed, wrote and released it in between
+            lock.release()
+            continue
+        return path, lock
+    raise FileExistsError(f"no free run-log name for {stem} in {folder}: give --out")
+
+
+@dataclass
+class Checkpoint:
+    """What a run log holds to continue its training: the trainer's progress and what the
+    backend's solver remembered."""
+
+    progress: Progress
+    solver_state: dict[str, np.ndarray]
+
+
 class RunLog:
-    def __init__(
-        self,
+    """Writes one run log. Every commit (each epoch's rows with a checkpoint, and the final status)
+    writes the log afresh next to it and renames it into place: the file on disk is always a
+    whole log, readable at any moment, and a kill at any point leaves the last commit intact."""
+
+    def __init__(self, path: Path, lock: Lock) -> None:
+        self.path = path
+        self._lock = lock
+        self._rows: list[EpochRecord] = []
+        self._config_toml: str | None = None  # a changed config, written with the next commit
+
+    @classmethod
+    def create(
+        cls,
         path: Path,
         config_toml: str,
         identity: Identity,
@@ -91,51 +203,190 @@ class RunLog:
         g_max: float,
         initial: np.ndarray,
         n_samples: int,
-    ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        f = h5py.File(path, "w", libver="latest")
-        self._file = f
-        write_header(f, FORMAT, FORMAT_VERSION, config_toml, identity)
-        net = write_network(f, network)
-        net["g_min"] = g_min
-        net["g_max"] = g_max
-        ep = f.create_group("epochs")
-        n = len(network.conductances)
-        for name in EPOCH_SERIES:
-            ep.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
-        ep.create_dataset(
-            "sample_loss",
-            shape=(0, n_samples),
-            maxshape=(None, n_samples),
-            dtype="f8",
-            chunks=(64, n_samples),
-        )
-        ep.create_dataset(
-            "conductances", data=np.asarray(initial, float)[None, :], maxshape=(None, n), chunks=(64, n)
-        )
-        f.swmr_mode = True
-        f.flush()
+        bench_toml: str = "",
+        lock: Lock | None = None,
+    ) -> RunLog:
+        """A new log at `path`, under `lock` when the caller already claimed it (`claim_new`)."""
+        if lock is None:
+            lock = Lock(path)
+            lock.acquire()
+        log = cls(path, lock)
+        try:
+            log._commit(
+                lambda f: _layout(
+                    f, config_toml, identity, network, g_min, g_max, initial, n_samples, bench_toml
+                ),
+                fresh=True,
+            )
+        except BaseException:
+            lock.release()
+            raise
+        return log
+
+    @classmethod
+    def resume(cls, path: Path) -> tuple[RunLog, Checkpoint]:
+        """Claim a run log written before (by a run that stopped) and read its checkpoint."""
+        lock = Lock(path)
+        lock.acquire()
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a commit cut short by a kill
+            stale.unlink()
+        try:
+            checkpoint = read_checkpoint(path)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(path, lock), checkpoint
+
+    def extend(self, config_toml: str) -> None:
+        """The run goes on for more epochs than its config said (`--resume --epochs N`)."""
+        self._config_toml = config_toml
 
     def epoch(self, record: EpochRecord) -> None:
-        ep = self._file["epochs"]
-        row = len(ep["loss"])
-        for name in EPOCH_SERIES:
-            ep[name].resize((row + 1,))
-            ep[name][row] = getattr(record, name)
-        ep["sample_loss"].resize((row + 1, ep["sample_loss"].shape[1]))
-        ep["sample_loss"][row] = record.sample_losses
-        ep["conductances"].resize((row + 2, ep["conductances"].shape[1]))
-        ep["conductances"][row + 1] = record.conductances
-        self._file.flush()
+        """Rows wait in memory for the commit that follows every epoch (`checkpoint`)."""
+        self._rows.append(record)
+
+    def checkpoint(self, progress: Progress, solver_state: dict[str, np.ndarray]) -> None:
+        def write(f: h5py.File) -> None:
+            self._write_rows(f)
+            _write_checkpoint(f, Checkpoint(progress, solver_state))
+            # A rewritten string attribute leaves its old copy behind in the file: write on change only.
+            if f.attrs.get("status") != "running":
+                f.attrs["status"] = "running"
+
+        self._commit(write)
+        self._rows = []
 
     def close(self, status: str = "completed") -> None:
-        if self._file.id.valid:
-            self._file.flush()
-            self._file.close()
-            # SWMR forbids new attributes while writing, so how the run ended is added after.
-            with h5py.File(self.path, "a") as f:
-                f.attrs["status"] = status
+        """Write how the run ended (and any rows not yet committed); release the log."""
+        try:
+            if self.path.exists():
+
+                def write(f: h5py.File) -> None:
+                    self._write_rows(f)
+                    f.attrs["status"] = status
+
+                self._commit(write)
+        finally:
+            self._lock.release()
+
+    def _write_rows(self, f: h5py.File) -> None:
+        if self._config_toml is not None:
+            f.attrs["config_toml"] = self._config_toml
+            self._config_toml = None
+        ep = f["epochs"]
+        for record in self._rows:
+            row = len(ep["loss"])
+            for name in EPOCH_SERIES:
+                ep[name].resize((row + 1,))
+                ep[name][row] = getattr(record, name)
+            ep["sample_loss"].resize((row + 1, ep["sample_loss"].shape[1]))
+            ep["sample_loss"][row] = record.sample_losses
+            ep["conductances"].resize((row + 2, ep["conductances"].shape[1]))
+            ep["conductances"][row + 1] = record.conductances
+
+    def _commit(self, write: Callable[[h5py.File], None], fresh: bool = False) -> None:
+        """Copy, change the copy, make it durable, rename it over the log."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            if not fresh:
+                shutil.copyfile(self.path, tmp)
+            with h5py.File(tmp, "w" if fresh else "a") as f:
+                write(f)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _layout(
+    f: h5py.File,
+    config_toml: str,
+    identity: Identity,
+    network: Network,
+    g_min: float,
+    g_max: float,
+    initial: np.ndarray,
+    n_samples: int,
+    bench_toml: str,
+) -> None:
+    write_header(f, FORMAT, FORMAT_VERSION, config_toml, identity)
+    f.attrs["bench_toml"] = bench_toml
+    f.attrs["status"] = "running"
+    net = write_network(f, network)
+    net["g_min"] = g_min
+    net["g_max"] = g_max
+    ep = f.create_group("epochs")
+    n = len(network.conductances)
+    for name in EPOCH_SERIES:
+        ep.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
+    ep.create_dataset(
+        "sample_loss", shape=(0, n_samples), maxshape=(None, n_samples), dtype="f8", chunks=(64, n_samples)
+    )
+    ep.create_dataset(
+        "conductances", data=np.asarray(initial, float)[None, :], maxshape=(None, n), chunks=(64, n)
+    )
+
+
+def _put(group: h5py.Group, name: str, value: np.ndarray) -> None:
+    """Replace a dataset of the checkpoint in place (its shape may change between commits)."""
+    value = np.asarray(value, dtype=float)
+    if name in group and group[name].ndim == value.ndim:
+        group[name].resize(value.shape)
+        group[name][...] = value
+        return
+    if name in group:
+        del group[name]
+    group.create_dataset(name, data=value, maxshape=(None,) * value.ndim, chunks=True)
+
+
+def _write_checkpoint(f: h5py.File, checkpoint: Checkpoint) -> None:
+    p = checkpoint.progress
+    group = f.require_group("checkpoint")
+    group.attrs["epoch"] = p.epoch
+    group.attrs["position"] = p.position
+    # Fixed-length bytes: rewritten every commit, and unlike a str attribute it is replaced in place.
+    group.attrs["rng_state"] = np.bytes_(json.dumps(p.rng_state))
+    _put(group, "conductances", p.conductances)
+    _put(group, "realised", p.realised)
+    _put(group, "sample_losses", p.sample_losses)
+    _put(group, "batch", np.array(p.batch).reshape(len(p.batch), len(p.conductances)))
+    _put(group, "norms", np.array(p.norms, dtype=float))
+    solver = group.require_group("solver")
+    for name in set(solver) - set(checkpoint.solver_state):
+        del solver[name]
+    for name, value in checkpoint.solver_state.items():
+        _put(solver, name, value)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT:
+            raise ValueError(
+                f"{path} is not a run log (format {f.attrs.get('format')!r}): give a hil train log"
+            )
+        if "checkpoint" not in f:
+            raise ValueError(
+                f"{path} has no checkpoint (it was written before checkpoints existed): start a new run"
+            )
+        g = f["checkpoint"]
+        progress = Progress(
+            epoch=int(g.attrs["epoch"]),
+            position=int(g.attrs["position"]),
+            conductances=g["conductances"][:],
+            realised=g["realised"][:],
+            rng_state=json.loads(bytes(g.attrs["rng_state"])),
+            sample_losses=g["sample_losses"][:],
+            batch=list(g["batch"][:]),
+            norms=[float(x) for x in g["norms"][:]],
+        )
+        return Checkpoint(progress, {name: g["solver"][name][:] for name in g["solver"]})
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -144,9 +395,10 @@ class Run:
     """A run log read back as arrays (`read`)."""
 
     path: Path
-    status: str  # "running" while the writer has not closed it
+    status: str  # "running" while its writer runs
     backend: str
     config_toml: str
+    bench_toml: str  # the bench config's tables when it ran on a bench, else ""
     edge_names: list[str]
     layers: np.ndarray  # [edges]
     loss: np.ndarray  # [epochs]
@@ -162,22 +414,24 @@ class Run:
 
 
 def read(path: str | Path) -> Run:
-    """Read a run log, also while a training is still writing it (SWMR)."""
+    """Read a run log, also while a training is writing it (it is replaced whole at each commit)."""
     path = Path(path)
-    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+    with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(
                 f"{path} is not a run log (format {f.attrs.get('format')!r}): give a hil train log"
             )
         ep = f["epochs"]
-        # A reader of a live file can see a series one row ahead of another: keep whole epochs.
-        n = min(len(ep[name]) for name in (*EPOCH_SERIES, "sample_loss"))
-        n = min(n, len(ep["conductances"]) - 1)
+        n = len(ep["loss"])
+        status = str(f.attrs.get("status", "running"))
+        if status == "running" and Lock(path).holder() is None:
+            status = "stopped without closing its log (killed?): `hil train --resume` continues it"
         return Run(
             path=path,
-            status=str(f.attrs.get("status", "running")),
+            status=status,
             backend=str(f.attrs["backend"]),
             config_toml=str(f.attrs["config_toml"]),
+            bench_toml=str(f.attrs.get("bench_toml", "")),
             edge_names=[s.decode() for s in f["network/edge_names"][:]],
             layers=f["network/layers"][:],
             loss=ep["loss"][:n],

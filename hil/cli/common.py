@@ -29,10 +29,13 @@ def add_command(
     summary: str,
     detail: str,
     sample: bool = True,
+    config_required: bool = True,
 ) -> argparse.ArgumentParser:
     """A subcommand taking CONFIG and --backend (and --sample unless told not to)."""
     sp = sub.add_parser(name, help=summary, description=detail)
-    sp.add_argument("config", help="experiment config, or a bench config (TOML)")
+    sp.add_argument(
+        "config", nargs=None if config_required else "?", help="experiment config, or a bench config (TOML)"
+    )
     sp.add_argument(
         "--backend",
         choices=("spice", "numeric"),
