@@ -1,10 +1,14 @@
 """Pot-bridge firmware: MicroPython on a small board (RP2040, ESP32, …) with AD5206 chips on SPI,
 speaking the line protocol documented in `drivers.pots` over its USB serial port.
 
-Copy this file to the board as `main.py`. The parser (`PotBridgeFirmware`) is plain Python that
-runs on CPython too, with any object that has `write(channel, code)` standing in for the chips;
-only `main()` touches `machine`. Written for MicroPython: no imports at module level, no typing
-module, no str.partition.
+Copy this file to the board as `main.py`. The parser (`PotBridgeFirmware`) and the serving loop
+(`serve`) are plain Python that runs on CPython too, with any object that has `write(channel,
+code)` standing in for the chips; only `main()` touches `machine`. Written for MicroPython and
+tested under its unix port: no imports at module level, no typing module, no str.partition.
+
+Whatever goes wrong on the board (a malformed line, a parser bug, an SPI write that fails), the
+loop keeps serving: every wiper goes back to the safe code, the error is queued for `SYST:ERR?`,
+and the board never drops to the REPL with the wipers left where they were.
 """
 
 SERIAL = "0"
@@ -14,10 +18,16 @@ CHIP_CHANNELS = 6  # an AD5206 has RDAC1..RDAC6 (addresses 0..5)
 SAFE_CODE = 255  # W–B rheostat at its largest resistance: the least current anywhere
 QUEUE_LENGTH = 10
 
-# Board wiring (change for your board): SPI bus, clock, and one chip-select per AD5206.
-SPI_BUS = 0
+# Board wiring by `sys.platform`: SPI bus id, SCK and MOSI pins, and one chip-select pin per AD5206.
+# Raspberry Pi Pico (rp2): SPI0 on GP18 (SCK) and GP19 (TX); ESP32: VSPI is bus 2, SCK 18, MOSI 23
+# (bus 0 does not exist on an ESP32: it and bus 1 hold the flash). Change for your board.
+BOARDS = {
+    "rp2": (0, 18, 19, (17,)),
+    "esp32": (2, 18, 23, (5,)),
+}
+# The AD5206 clocks data in on SCK's rising edge (SPI mode 0) at up to 10 MHz; 1 MHz leaves margin
+# for flying leads.
 SPI_BAUD = 1000000
-CHIP_SELECT_PINS = (17,)
 
 ERRORS = {
     -100: "Command error",
@@ -28,6 +38,7 @@ ERRORS = {
     -114: "Header suffix out of range",
     -222: "Data out of range",
     -224: "Illegal parameter value",
+    -300: "Device-specific error",
     -350: "Queue overflow",
 }
 
@@ -36,7 +47,8 @@ class CommandError(Exception):
     """A command refused whole: its SCPI code and the detail for the error queue."""
 
     def __init__(self, code: int, detail: str = "") -> None:
-        Exception.__init__(self, code, detail)
+        # MicroPython's Exception has no __init__ attribute to call directly: go through super().
+        super().__init__(code, detail)
         self.code = code
         self.detail = detail
 
@@ -189,6 +201,33 @@ class PotBridgeFirmware:
             self.writer.write(channel, codes[channel])
             self.codes[channel - 1] = codes[channel]
 
+    def fault(self, detail: str) -> None:
+        """Something failed mid-command: every wiper to the safe code (each tried on its own, so
+        one dead chip does not keep the others where they were) and the fault queued."""
+        for channel in range(1, self.channels + 1):
+            try:
+                self.writer.write(channel, self.safe_code)
+                self.codes[channel - 1] = self.safe_code
+            except Exception as exc:  # the board must keep serving whatever a chip does
+                detail = detail + "; pot " + str(channel) + " not reset: " + str(exc)
+        self.push_error(-300, detail)
+
+
+def serve(firmware: PotBridgeFirmware, readline: object, write: object) -> None:
+    """The board's loop: a line in, at most a line out, for ever. `readline()` returns a line, or
+    None when there is no more input (only off the board: a serial port always has more)."""
+    while True:
+        line = readline()  # type: ignore[operator]
+        if line is None:
+            return
+        try:
+            reply = firmware.handle(line)
+        except Exception as exc:  # a bug or a failed SPI write must not stop the board
+            firmware.fault(type(exc).__name__ + ": " + str(exc))
+            reply = None
+        if reply is not None:
+            write(reply + "\n")  # type: ignore[operator]
+
 
 # ---------------------------------------------------------------------------------------- on the board
 class AD5206Chips(PotWriter):
@@ -212,26 +251,40 @@ class AD5206Chips(PotWriter):
         select.value(1)
 
 
-def main() -> None:  # pragma: no cover - runs on the board
+def main(readline: object = None, write: object = None, board: str = "") -> None:
+    """Wire the chips for this board (`sys.platform` unless `board` names one) and serve the serial
+    port. Off the board (tests), `readline` and `write` stand in for the port; `readline` returns
+    None when the input ends."""
     import sys
 
-    import machine  # only on the board
+    import machine  # only on the board (tests give the unix port a stand-in)
 
-    spi = machine.SPI(SPI_BUS, baudrate=SPI_BAUD, polarity=0, phase=0)
-    selects = [machine.Pin(number, machine.Pin.OUT) for number in CHIP_SELECT_PINS]
+    board = board or sys.platform
+    if board not in BOARDS:
+        raise SystemExit("potbridge: no wiring for board " + board + ": add it to BOARDS")
+    bus, sck, mosi, chip_selects = BOARDS[board]
+    spi = machine.SPI(
+        bus, baudrate=SPI_BAUD, polarity=0, phase=0, sck=machine.Pin(sck), mosi=machine.Pin(mosi)
+    )
+    selects = [machine.Pin(number, machine.Pin.OUT) for number in chip_selects]
     serial = "".join(f"{byte:02x}" for byte in machine.unique_id())
     firmware = PotBridgeFirmware(
         AD5206Chips(spi, selects), channels=CHIP_CHANNELS * len(selects), serial=serial, version=VERSION
     )
-    # the chips power up at midscale: put every wiper at the safe code before taking commands
-    firmware.handle("*RST")
-    while True:
-        line = sys.stdin.readline()
-        if not line:
-            continue
-        reply = firmware.handle(line)
-        if reply is not None:
-            sys.stdout.write(reply + "\n")
+    # The chips power up at midscale: every wiper to the safe code before the first command.
+    pending = ["*RST"]
+
+    def from_port() -> object:
+        if pending:
+            return pending.pop()
+        if readline is not None:
+            return readline()  # type: ignore[operator]
+        line = ""
+        while not line:  # USB serial: an empty read means nothing has arrived yet
+            line = sys.stdin.readline()
+        return line
+
+    serve(firmware, from_port, write if write is not None else sys.stdout.write)
 
 
 if __name__ == "__main__":
