@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hil.cli import bench, keys, run, study
+from hil.cli import bench, keys, run, study, watch
 from hil.cli.common import EXIT_FAILED, EXIT_USAGE
 from hil.config import ConfigError
 from hil.interface import BackendError
@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
         prog="hil", description="Train physical resistive networks with Equilibrium Propagation."
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (run, study, bench, keys):
+    for group in (run, study, bench, keys, watch):
         group.register(sub)
     return p
 

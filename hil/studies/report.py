@@ -2,14 +2,19 @@
 
 Each figure comes with a one-line reading computed from the data, so index.md says what the
 picture shows in numbers, not only what it is.
+
+Figures are drawn on `matplotlib.figure.Figure` objects, never through pyplot: no backend is
+switched and no global state is left behind, so `hil watch` can draw the same run-log panels
+(`draw_error`, `draw_accuracy`, `draw_conductances`) into a window or a PNG.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -17,31 +22,46 @@ import numpy as np
 from hil import runlog
 from hil.studies import gradcheck, sweepfile
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure as MplFigure
+    from matplotlib.lines import Line2D
+    from matplotlib.typing import LineStyleType
+
 DPI = 100
 SIZE = (7.5, 4.6)  # inches: 750 × 460 px at DPI
+MARKERS_UP_TO = 60  # epochs: beyond this, markers hide the line instead of showing the points
+LEGEND_UP_TO = 10  # conductances per layer: beyond this a legend covers the traces
 
 
 @dataclass(frozen=True)
 class Figure:
+    """A figure written by `report`: its file in the output directory, title and reading."""
+
     file: str
     title: str
     reading: str
 
 
-def _pyplot() -> Any:
-    import matplotlib
+@dataclass(frozen=True)
+class Drawn:
+    """A drawn but not yet saved figure (what the tests inspect)."""
 
-    matplotlib.use("Agg")  # files only: no display, same output everywhere
-    import matplotlib.pyplot as plt
+    figure: MplFigure
+    file: str
+    title: str
+    reading: str
 
-    return plt
+
+def new_figure(size: tuple[float, float] = SIZE) -> MplFigure:
+    from matplotlib.figure import Figure as MplFigure
+
+    return MplFigure(figsize=size, dpi=DPI, layout="constrained")
 
 
-def _save(fig: Any, out: Path, name: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=DPI)
-    _pyplot().close(fig)
-    return name
+def _save(drawn: Drawn, out: Path) -> Figure:
+    drawn.figure.savefig(out / drawn.file, dpi=DPI)
+    return Figure(drawn.file, drawn.title, drawn.reading)
 
 
 def _db(x: np.ndarray) -> np.ndarray:
@@ -58,7 +78,7 @@ def report(path: Path, out: Path) -> list[Figure]:
         raise ValueError(
             f"{path} is not an HDF5 file hil wrote ({exc}): give a run log, sweep or gradcheck file"
         ) from exc
-    makers: dict[str, Callable[[Path, Path], tuple[str, list[Figure]]]] = {
+    makers: dict[str, Callable[[Path], tuple[str, list[Drawn]]]] = {
         runlog.FORMAT: _run_log,
         sweepfile.FORMAT: _sweep,
         gradcheck.FORMAT: _gradient_quality,
@@ -67,8 +87,9 @@ def report(path: Path, out: Path) -> list[Figure]:
         raise ValueError(
             f"{path} is not a file hil writes (format {kind!r}): give a run log, sweep or gradcheck file"
         )
+    heading, drawn = makers[kind](path)
     out.mkdir(parents=True, exist_ok=True)
-    heading, figures = makers[kind](path, out)
+    figures = [_save(d, out) for d in drawn]
     lines = [f"# Report: {path.name}", "", heading, ""]
     for fig in figures:
         lines += [f"## {fig.title}", "", f"![{fig.title}]({fig.file})", "", fig.reading, ""]
@@ -77,262 +98,409 @@ def report(path: Path, out: Path) -> list[Figure]:
 
 
 # ---------------------------------------------------------------------------------------- run log
-def _run_log(path: Path, out: Path) -> tuple[str, list[Figure]]:
-    plt = _pyplot()
-    with h5py.File(path, "r", libver="latest", swmr=True) as f:
-        error_db = f["epochs/error_db"][:]
-        accuracy = f["epochs/accuracy"][:]
-        norms = f["epochs/update_norm"][:]
-        sample_loss = f["epochs/sample_loss"][:]
-        g = f["epochs/conductances"][:]
-        names = [s.decode() for s in f["network/edge_names"][:]]
-        layers = f["network/layers"][:]
-        status = str(f.attrs.get("status", "running"))
-        backend = str(f.attrs["backend"])
-    if len(error_db) == 0:
-        raise ValueError(f"{path} holds no finished epoch yet: report it after the first epoch")
-    epochs = np.arange(1, len(error_db) + 1)
-    figures = []
+def training_setting(run: runlog.Run, key: str) -> float | None:
+    """A number of the run's [training] table (epochs, success_db, ...), None if it has none."""
+    try:
+        value = tomllib.loads(run.config_toml).get("training", {}).get(key)
+    except tomllib.TOMLDecodeError:
+        return None
+    return float(value) if isinstance(value, int | float) else None
 
-    fig, ax = plt.subplots(figsize=SIZE)
-    ax.plot(epochs, error_db, marker="o", markersize=3, label="mean over samples")
-    ax.set(title="Training error", xlabel="epoch", ylabel="error 10·log10(mean (t − y)²) (dB)")
+
+def layer_levels(run: runlog.Run) -> list[int]:
+    return sorted({int(level) for level in run.layers})
+
+
+def _marker(n: int) -> dict[str, Any]:
+    return {"marker": "o", "markersize": 3} if n <= MARKERS_UP_TO else {}
+
+
+def _epoch_axis(ax: Axes) -> None:
+    """Whole epochs on the x axis: epoch 2.5 does not exist."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def draw_error(ax: Axes, run: runlog.Run) -> Line2D:
+    """Mean error per epoch, with the config's success threshold; returns the error line."""
+    epochs = np.arange(1, run.epochs + 1)
+    (line,) = ax.plot(epochs, run.error_db, color="C0", label="mean over samples", **_marker(run.epochs))
+    threshold = training_setting(run, "success_db")
+    if threshold is not None:
+        ax.axhline(threshold, color="k", linestyle="--", linewidth=1, label=f"success ≤ {threshold:g} dB")
+    ax.set(title="Training error", ylabel="error 10·log10(mean (t − y)²) (dB)")
+    _epoch_axis(ax)
     ax.grid(True, alpha=0.3)
-    ax.legend()
-    figures.append(
-        Figure(
-            _save(fig, out, "error.png"),
-            "Error vs epoch",
-            f"The error goes from {error_db[0]:+.2f} dB (epoch 1) to {error_db[-1]:+.2f} dB (epoch "
-            f"{len(error_db)}); accuracy after the last epoch {accuracy[-1]:.0%}.",
-        )
-    )
+    ax.legend(fontsize="small", loc="best")
+    return line
 
-    levels = sorted(set(layers.tolist()))
-    fig, axes = plt.subplots(1, len(levels), figsize=SIZE, squeeze=False)
-    for ax, level in zip(axes[0], levels, strict=True):
-        for k in np.flatnonzero(layers == level):
-            ax.plot(np.arange(len(g)), g[:, k] * 1e3, label=names[k])
-        ax.set(title=f"layer {level}", xlabel="epoch", ylabel="conductance (mS, signed)")
+
+def draw_accuracy(ax: Axes, run: runlog.Run) -> Line2D:
+    """Share of samples right with the conductances after each epoch; returns the line."""
+    epochs = np.arange(1, run.epochs + 1)
+    (line,) = ax.plot(epochs, 100 * run.accuracy, color="C2", **_marker(run.epochs))
+    ax.set(title="Accuracy", ylabel="samples right (%)", ylim=(-5, 105))
+    _epoch_axis(ax)
+    ax.grid(True, alpha=0.3)
+    return line
+
+
+def draw_conductances(axes: Sequence[Axes], run: runlog.Run) -> list[Line2D]:
+    """One axes per layer (`layer_levels`): every conductance from its initial value (epoch 0)."""
+    epochs = np.arange(len(run.conductances))
+    lines = []
+    for ax, level in zip(axes, layer_levels(run), strict=True):
+        edges = np.flatnonzero(run.layers == level)
+        for k in edges:
+            lines += ax.plot(epochs, run.conductances[:, k] * 1e3, label=run.edge_names[k])
+        ax.set(title=f"Conductances, layer {level}", ylabel="conductance (mS, signed)")
+        _epoch_axis(ax)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", ncol=2)
+        if len(edges) <= LEGEND_UP_TO:
+            ax.legend(fontsize="x-small", ncol=2 if len(edges) > 4 else 1, loc="best")
+    return lines
+
+
+def _run_log(path: Path) -> tuple[str, list[Drawn]]:
+    run = runlog.read(path)
+    if run.epochs == 0:
+        raise ValueError(f"{path} holds no finished epoch yet: report it after the first epoch")
+    drawn = [error_figure(run), conductance_figure(run), update_norm_figure(run), sample_error_figure(run)]
+    return f"Run log, backend {run.backend}, {run.epochs} epochs, status {run.status}.", drawn
+
+
+def error_figure(run: runlog.Run) -> Drawn:
+    fig = new_figure((SIZE[0], SIZE[1] * 1.25))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    draw_error(top, run)
+    top.set_xlabel("")
+    draw_accuracy(bottom, run)
+    return Drawn(
+        fig,
+        "error.png",
+        "Error and accuracy vs epoch",
+        f"The error goes from {run.error_db[0]:+.2f} dB (epoch 1) to {run.error_db[-1]:+.2f} dB (epoch "
+        f"{run.epochs}); accuracy after the last epoch {run.accuracy[-1]:.0%}.",
+    )
+
+
+def conductance_figure(run: runlog.Run) -> Drawn:
+    fig = new_figure()
+    axes = fig.subplots(1, len(layer_levels(run)), squeeze=False)[0]
+    draw_conductances(axes, run)
     fig.suptitle("Conductance trajectories")
+    g = run.conductances
     moved = np.abs(g[-1] - g[0])
-    figures.append(
-        Figure(
-            _save(fig, out, "conductances.png"),
-            "Conductance trajectories per layer",
-            f"Largest change: {names[int(np.argmax(moved))]} by {moved.max() * 1e3:.3g} mS; "
-            f"{int(np.sum(np.sign(g[-1]) != np.sign(g[0])))} conductances changed sign.",
-        )
+    return Drawn(
+        fig,
+        "conductances.png",
+        "Conductance trajectories per layer",
+        f"Largest change: {run.edge_names[int(np.argmax(moved))]} by {moved.max() * 1e3:.3g} mS; "
+        f"{int(np.sum(np.sign(g[-1]) != np.sign(g[0])))} conductances changed sign.",
     )
 
-    fig, ax = plt.subplots(figsize=SIZE)
-    ax.semilogy(epochs, norms, marker="o", markersize=3)
-    ax.set(title="Update size", xlabel="epoch", ylabel="mean ‖Δg‖ per update (S)")
+
+def update_norm_figure(run: runlog.Run) -> Drawn:
+    fig = new_figure()
+    ax = fig.subplots()
+    norms = run.update_norm
+    ax.semilogy(np.arange(1, run.epochs + 1), norms, **_marker(run.epochs))
+    ax.set(title="Update size", ylabel="mean ‖Δg‖ per update (S)")
+    _epoch_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
-    figures.append(
-        Figure(
-            _save(fig, out, "update_norm.png"),
-            "Update norms",
-            f"Mean update norm {norms[0]:.3g} S in epoch 1, {norms[-1]:.3g} S in the last epoch.",
-        )
+    return Drawn(
+        fig,
+        "update_norm.png",
+        "Update norms",
+        f"Mean update norm {norms[0]:.3g} S in epoch 1, {norms[-1]:.3g} S in the last epoch.",
     )
 
-    fig, ax = plt.subplots(figsize=SIZE)
-    per_sample = _db(sample_loss)
+
+def sample_error_figure(run: runlog.Run) -> Drawn:
+    fig = new_figure()
+    ax = fig.subplots()
+    per_sample = _db(run.sample_loss)
+    epochs = np.arange(1, run.epochs + 1)
     for i in range(per_sample.shape[1]):
         ax.plot(epochs, per_sample[:, i], label=f"sample {i}")
-    ax.set(title="Per-sample error", xlabel="epoch", ylabel="10·log10((t − y)²) (dB)")
+    ax.set(title="Per-sample error", ylabel="10·log10((t − y)²) (dB)")
+    _epoch_axis(ax)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    if per_sample.shape[1] <= LEGEND_UP_TO:
+        ax.legend(fontsize="small")
     worst = int(np.argmax(per_sample[-1]))
-    figures.append(
-        Figure(
-            _save(fig, out, "sample_error.png"),
-            "Per-sample error",
-            f"In the last epoch the worst sample is {worst} at {per_sample[-1, worst]:+.2f} dB, the best at "
-            f"{per_sample[-1].min():+.2f} dB.",
-        )
+    return Drawn(
+        fig,
+        "sample_error.png",
+        "Per-sample error",
+        f"In the last epoch the worst sample is {worst} at {per_sample[-1, worst]:+.2f} dB, the best at "
+        f"{per_sample[-1].min():+.2f} dB.",
     )
-    return f"Run log, backend {backend}, {len(error_db)} epochs, status {status}.", figures
 
 
 # ---------------------------------------------------------------------------------------- sweeps
-def _sweep(path: Path, out: Path) -> tuple[str, list[Figure]]:
+def _sweep(path: Path) -> tuple[str, list[Drawn]]:
     s = sweepfile.read(path)
     heading = (
         f"Sweep of kind {s.kind}, backend {s.backend}, {s.epochs} epochs, methods "
         f"{', '.join(s.methods)}, status {s.status}; success = final error ≤ {s.success_db:g} dB."
     )
     if s.kind == "grid":
-        return heading, [fig for m in s.methods for fig in _grid(s, m, out)]
-    return heading, _starts(s, out)
+        return heading, [d for m in s.methods for d in (grid_figure(s, m), grid_curves_figure(s, m))]
+    return heading, [success_figure(s), final_error_figure(s), curves_figure(s)]
 
 
-def _starts(s: sweepfile.Sweep, out: Path) -> list[Figure]:
-    plt = _pyplot()
+def success_figure(s: sweepfile.Sweep) -> Drawn:
     summaries = sweepfile.summarise(s)
-    figures = []
-    methods = list(s.methods)
-    fig, ax = plt.subplots(figsize=SIZE)
-    x = np.arange(len(methods))
+    fig = new_figure()
+    ax = fig.subplots()
+    x = np.arange(len(summaries))
     rates = [100 * m.successes / m.done if m.done else 0.0 for m in summaries]
     fails = [100 * m.failures / m.done if m.done else 0.0 for m in summaries]
     ax.bar(x, rates, color="tab:green", label=f"final error ≤ {s.success_db:g} dB")
     ax.bar(x, fails, bottom=rates, color="tab:red", hatch="//", label="solver failure")
     for i, m in enumerate(summaries):
         ax.annotate(f"{m.successes}/{m.done}", (i, rates[i] + fails[i]), ha="center", va="bottom")
-    ax.set_xticks(x, methods)
+    ax.set_xticks(x, [m.method for m in summaries])
     ax.set(title="Success rate per method", xlabel="method", ylabel="starts (%)", ylim=(0, 110))
     ax.legend()
-    figures.append(
-        Figure(
-            _save(fig, out, "success.png"),
-            "Success rate per method",
-            "; ".join(
-                f"{m.method}: {m.successes}/{m.done} succeed, {m.failures} solver failures" for m in summaries
-            )
-            + ".",
-        )
+    reading = "; ".join(
+        f"{m.method}: {m.successes}/{m.done} succeed, {m.failures} solver failures" for m in summaries
     )
+    return Drawn(fig, "success.png", "Success rate per method", reading + ".")
 
-    fig, ax = plt.subplots(figsize=SIZE)
+
+def final_error_figure(s: sweepfile.Sweep) -> Drawn:
+    """One histogram row per method on a shared axis: methods with the same results stay visible."""
+    from matplotlib.ticker import MaxNLocator
+
     finals = {m: r.final_error_db[r.done & ~r.failed] for m, r in s.methods.items()}
-    every = np.concatenate([v for v in finals.values()] + [np.array([s.success_db])])
+    every = np.concatenate([*finals.values(), np.array([s.success_db])])
     bins = np.linspace(np.floor(every.min()) - 0.5, np.ceil(every.max()) + 0.5, 30)
-    for m, v in finals.items():
-        ax.hist(v, bins=bins, alpha=0.6, label=f"{m} ({len(v)} starts)")
-    ax.axvline(s.success_db, color="k", linestyle="--", label=f"threshold {s.success_db:g} dB")
-    ax.set(title="Final error of every start", xlabel="final error (dB)", ylabel="starts")
-    ax.legend()
-    figures.append(
-        Figure(
-            _save(fig, out, "final_error.png"),
-            "Final-error histogram",
-            "; ".join(
-                f"{m.method}: median {m.final_median:+.2f} dB, "
-                f"range {m.final_low:+.2f} … {m.final_high:+.2f} dB"
-                for m in summaries
-            )
-            + ".",
+    fig = new_figure((SIZE[0], max(SIZE[1], 1.0 + 1.3 * len(finals))))
+    axes = fig.subplots(len(finals), 1, sharex=True, squeeze=False)[:, 0]
+    for i, (ax, (method, values)) in enumerate(zip(axes, finals.items(), strict=True)):
+        ax.axvspan(bins[0], s.success_db, color="tab:green", alpha=0.08, linewidth=0)
+        ax.hist(values, bins=bins, color=f"C{i}", edgecolor="white", linewidth=0.5, label=method)
+        ax.axvline(s.success_db, color="k", linestyle="--", linewidth=1)
+        if len(values):
+            ax.axvline(float(np.median(values)), color=f"C{i}", linewidth=2.5, alpha=0.6)
+        ax.set_ylabel("starts")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(
+            f"{method}: {len(values)} starts, {int(np.sum(values <= s.success_db))} ≤ {s.success_db:g} dB"
+            + (f", median {np.median(values):+.1f} dB" if len(values) else ""),
+            loc="left",
+            fontsize="medium",
         )
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[-1].set_xlabel(f"final error (dB); dashed: success threshold {s.success_db:g} dB, thick: median")
+    fig.suptitle("Final error of every start, per method")
+    reading = "; ".join(
+        f"{m.method}: median {m.final_median:+.2f} dB, range {m.final_low:+.2f} … {m.final_high:+.2f} dB"
+        for m in sweepfile.summarise(s)
     )
+    return Drawn(fig, "final_error.png", "Final error of every start, per method", reading + ".")
 
-    fig, axes = plt.subplots(1, len(methods), figsize=SIZE, squeeze=False, sharey=True)
+
+def curves_figure(s: sweepfile.Sweep) -> Drawn:
+    fig = new_figure()
+    axes = fig.subplots(1, len(s.methods), squeeze=False, sharey=True)[0]
     epochs = np.arange(1, s.epochs + 1)
-    for ax, m in zip(axes[0], methods, strict=True):
-        r = s.methods[m]
+    for ax, (method, r) in zip(axes, s.methods.items(), strict=True):
         rows = r.error_db[r.done]
         for row in rows:
             ax.plot(epochs, row, color="tab:gray", alpha=0.25, linewidth=0.7)
         if len(rows):
             ax.plot(epochs, np.nanmedian(rows, axis=0), color="tab:blue", linewidth=2, label="median")
         ax.axhline(s.success_db, color="k", linestyle="--", linewidth=1, label="threshold")
-        ax.set(title=f"{m} ({len(rows)} starts)", xlabel="epoch")
+        ax.set(title=f"{method} ({len(rows)} starts)", xlabel="epoch")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    axes[0][0].set_ylabel("error (dB)")
+    axes[0].set_ylabel("error (dB)")
     fig.suptitle("Error curves of every start, with the median")
-    medians = {m: np.nanmedian(r.error_db[r.done][:, -1]) for m, r in s.methods.items() if r.done.any()}
-    figures.append(
-        Figure(
-            _save(fig, out, "curves.png"),
-            "Error curves of all starts",
-            "Median final error: "
-            + ", ".join(f"{m} {v:+.2f} dB" for m, v in medians.items())
-            + " (grey: each start; a curve that stops early ended in a solver failure).",
-        )
+    medians = {
+        m: float(np.nanmedian(r.error_db[r.done][:, -1])) for m, r in s.methods.items() if r.done.any()
+    }
+    return Drawn(
+        fig,
+        "curves.png",
+        "Error curves of all starts",
+        "Median final error: "
+        + ", ".join(f"{m} {v:+.2f} dB" for m, v in medians.items())
+        + " (grey: each start; a curve that stops early ended in a solver failure).",
     )
-    return figures
 
 
-def _grid(s: sweepfile.Sweep, method: str, out: Path) -> list[Figure]:
-    plt = _pyplot()
+# ---------------------------------------------------------------------------------------- grids
+def power_label(value: float) -> str:
+    """1e-07 -> $10^{-7}$, 2.5e-4 -> $2.5·10^{-4}$: short tick labels that read as numbers."""
+    mantissa, exponent = f"{value:.2e}".split("e")
+    m, e = float(mantissa), int(exponent)
+    if e == 0:
+        return f"{m:g}"
+    return f"$10^{{{e}}}$" if m == 1 else f"${m:g}·10^{{{e}}}$"
+
+
+def text_colour(rgba: Sequence[float] | np.ndarray) -> str:
+    """Black or white, whichever contrasts more with a cell of this colour (WCAG luminance)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in map(float, rgba[:3])]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    # Contrast with black (L + 0.05)/0.05 equals contrast with white 1.05/(L + 0.05) at L ≈ 0.179.
+    return "black" if luminance > 0.179 else "white"
+
+
+def _thin_ticks(n: int, most: int = 10) -> range:
+    return range(0, n, max(1, int(np.ceil(n / most))))
+
+
+@dataclass(frozen=True)
+class _Grid:
+    rate: np.ndarray  # per point
+    rate_name: str
+    rates: np.ndarray  # unique, ascending
+    betas: np.ndarray
+    final: np.ndarray  # [rates, betas], NaN where failed or not run
+
+
+def _grid_table(s: sweepfile.Sweep, method: str) -> _Grid:
     r = s.methods[method]
     alpha = s.points["alpha"]
     use_alpha = bool(np.all(np.isfinite(alpha)))
     rate = alpha if use_alpha else s.points["learning_rate"]
-    rate_name = "α (seed's, η = 2α)" if use_alpha else "learning rate η"
-    rates = np.unique(rate)
-    betas = np.unique(s.points["beta"])
+    rates, betas = np.unique(rate), np.unique(s.points["beta"])
     final = np.full((len(rates), len(betas)), np.nan)
     for k in np.flatnonzero(r.done):
-        final[np.searchsorted(rates, rate[k]), np.searchsorted(betas, s.points["beta"][k])] = (
-            r.final_error_db[k]
-        )
-    fig, ax = plt.subplots(figsize=SIZE)
-    image = ax.imshow(final, aspect="auto", origin="lower", cmap="viridis_r")
-    ax.set_xticks(range(len(betas)), [f"{b:.0e}" for b in betas], rotation=45)
-    ax.set_yticks(range(len(rates)), [f"{a:.1e}" for a in rates])
-    for (i, j), v in np.ndenumerate(final):
-        ax.text(j, i, "fail" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
-    ax.set(title=f"Final error, {method}", xlabel="β (A/V)", ylabel=rate_name)
-    fig.colorbar(image, ax=ax, label="final error (dB)")
-    best = np.unravel_index(np.nanargmin(final), final.shape) if np.isfinite(final).any() else None
-    reading = (
-        f"Best: {final[best]:+.2f} dB at {rate_name} = {rates[best[0]]:.3g}, β = {betas[best[1]]:.3g} A/V; "
-        f"{int(np.isnan(final).sum())} of {final.size} points failed or did not run."
-        if best is not None
-        else "No grid point finished."
-    )
-    figures = [Figure(_save(fig, out, f"grid_{method}.png"), f"Grid heat map, {method}", reading)]
+        row, col = np.searchsorted(rates, rate[k]), np.searchsorted(betas, s.points["beta"][k])
+        final[row, col] = r.final_error_db[k]
+    return _Grid(rate, "α (seed's, η = 2α)" if use_alpha else "learning rate η", rates, betas, final)
 
-    cols = min(len(rates), 3)
-    rows_n = int(np.ceil(len(rates) / cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(SIZE[0], SIZE[1] * max(rows_n, 1) * 0.8), squeeze=False)
-    colours = plt.get_cmap("plasma")(np.linspace(0, 0.9, len(betas)))
+
+def grid_figure(s: sweepfile.Sweep, method: str) -> Drawn:
+    """Final error per (rate, β): blue below the success threshold, red above, white at it."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    t = _grid_table(s, method)
+    final = t.final
+    known = final[np.isfinite(final)]
+    # Equal colour depth for equal dB either side of the threshold, 30 dB at most: a -300 dB cell
+    # must not wash out the difference between +2 and +12 dB (its label still gives its value).
+    span = float(np.abs(known - s.success_db).max()) + 1 if known.size else 1.0
+    span = min(span, 30.0)
+    norm = Normalize(vmin=s.success_db - span, vmax=s.success_db + span)
+    cmap = colormaps["RdBu_r"].with_extremes(bad="#d0d0d0")
+    fig = new_figure()
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(final), aspect="auto", origin="lower", cmap=cmap, norm=norm)
+    cells = max(final.shape)
+    size = 11 if cells <= 6 else 9 if cells <= 10 else 7
+    for (i, j), v in np.ndenumerate(final):
+        colour = text_colour(cmap.get_bad() if np.isnan(v) else cmap(norm(v)))
+        label = "fail" if np.isnan(v) else f"{v:+.1f}" if abs(v) < 100 else f"{v:+.0f}"
+        ax.text(j, i, label, ha="center", va="center", fontsize=size, color=colour)
+    cols, rows = _thin_ticks(len(t.betas)), _thin_ticks(len(t.rates))
+    ax.set_xticks(list(cols), [power_label(t.betas[j]) for j in cols])
+    ax.set_yticks(list(rows), [power_label(t.rates[i]) for i in rows])
+    ax.set(title=f"Final error after {s.epochs} epochs, {method}", xlabel="β (A/V)", ylabel=t.rate_name)
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
+    clipped = (bool(known.size and known.min() < norm.vmin), bool(known.size and known.max() > norm.vmax))
+    bar = fig.colorbar(image, ax=ax, extend=extend[clipped])
+    bar.set_label(f"final error (dB); white: threshold {s.success_db:g} dB")
+    return Drawn(fig, f"grid_{method}.png", f"Grid heat map, {method}", _grid_reading(t))
+
+
+def grid_curves_figure(s: sweepfile.Sweep, method: str) -> Drawn:
+    from matplotlib import colormaps
+
+    t = _grid_table(s, method)
+    r = s.methods[method]
+    cols = min(len(t.rates), 3)
+    rows_n = int(np.ceil(len(t.rates) / cols))
+    fig = new_figure((SIZE[0], SIZE[1] * max(rows_n, 1) * 0.8 + 0.4))
+    axes = fig.subplots(rows_n, cols, squeeze=False, sharey=True)
+    colours = colormaps["plasma"](np.linspace(0, 0.9, len(t.betas)))
     epochs = np.arange(1, s.epochs + 1)
-    for a_i, a in enumerate(rates):
+    for a_i, a in enumerate(t.rates):
         ax = axes[a_i // cols][a_i % cols]
-        for b_i, b in enumerate(betas):
-            k = np.flatnonzero((rate == a) & (s.points["beta"] == b) & r.done)
+        for b_i, b in enumerate(t.betas):
+            k = np.flatnonzero((t.rate == a) & (s.points["beta"] == b) & r.done)
             if len(k):
-                ax.plot(epochs, r.error_db[k[0]], color=colours[b_i], label=f"β={b:.0e}")
-        ax.set(title=f"{rate_name.split(' ')[0]} = {a:.1e}", xlabel="epoch", ylabel="error (dB)")
+                ax.plot(epochs, r.error_db[k[0]], color=colours[b_i], label=f"β = {power_label(b)}")
+        ax.axhline(s.success_db, color="k", linestyle="--", linewidth=1)
+        ax.set(title=f"{t.rate_name.split(' ')[0]} = {power_label(a)}", xlabel="epoch")
+        if a_i % cols == 0:
+            ax.set_ylabel("error (dB)")
         ax.grid(True, alpha=0.3)
-    for extra in range(len(rates), rows_n * cols):
+    for extra in range(len(t.rates), rows_n * cols):
         axes[extra // cols][extra % cols].axis("off")
-    axes[0][0].legend(fontsize="x-small", ncol=2)
-    fig.suptitle(f"Error vs epoch per β, {method}")
-    figures.append(
-        Figure(
-            _save(fig, out, f"grid_curves_{method}.png"),
-            f"Error vs epoch per β, {method}",
-            "One curve per β at each learning rate (the 2023 paper's Fig. 2 layout); " + reading,
-        )
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize="small")
+    fig.suptitle(f"Error vs epoch per β, {method} (dashed: threshold {s.success_db:g} dB)")
+    return Drawn(
+        fig,
+        f"grid_curves_{method}.png",
+        f"Error vs epoch per β, {method}",
+        "One curve per β at each learning rate (the 2023 paper's Fig. 2 layout); " + _grid_reading(t),
     )
-    return figures
+
+
+def _grid_reading(t: _Grid) -> str:
+    if not np.isfinite(t.final).any():
+        return "No grid point finished."
+    i, j = np.unravel_index(np.nanargmin(t.final), t.final.shape)
+    return (
+        f"Best: {t.final[i, j]:+.2f} dB at {t.rate_name} = {t.rates[i]:.3g}, β = {t.betas[j]:.3g} A/V; "
+        f"{int(np.isnan(t.final).sum())} of {t.final.size} points failed or did not run."
+    )
 
 
 # ---------------------------------------------------------------------------------------- gradcheck
-def _gradient_quality(path: Path, out: Path) -> tuple[str, list[Figure]]:
-    plt = _pyplot()
+COSINE_FLOOR = 1e-16  # 1 − cos below this is rounding of a cosine that is 1 in double precision
+
+
+def _gradient_quality(path: Path) -> tuple[str, list[Drawn]]:
     b = gradcheck.read(path)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(SIZE[0] * 1.3, SIZE[1]))
-    styles = ["-", "--", ":", "-."]
+    heading = f"Gradient quality against finite differences, loss {b.loss:.4g} at the config's conductances."
+    return heading, [gradient_quality_figure(b)]
+
+
+def gradient_quality_figure(b: gradcheck.GradientCheck) -> Drawn:
+    """Per method (colour) and layer (line style): relative error and 1 − cosine against the
+    finite-difference gradient. The cosines sit within 1e-4 of 1, so 1 − cos on a log axis is what
+    shows how they approach it (O(β²) for VDM, O(β⁴) centered)."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure((SIZE[0] * 1.3, SIZE[1] + 0.5))
+    left, right = fig.subplots(1, 2)
+    styles: list[LineStyleType] = ["-", "--", ":", "-."]
     readings = []
     for c_i, (method, rel) in enumerate(b.relative_error.items()):
-        colour = f"C{c_i}"
-        for j, level in enumerate(b.layers):
-            label = f"{method}, layer {int(level)}"
-            left.loglog(
-                b.betas, rel[:, j], styles[j % 4], color=colour, marker="o", markersize=3, label=label
-            )
-            right.semilogx(
-                b.betas, b.cosine[method][:, j], styles[j % 4], color=colour, marker="o", markersize=3
-            )
+        one_minus_cos = np.maximum(1 - b.cosine[method], COSINE_FLOOR)
+        for j in range(len(b.layers)):
+            style = {"linestyle": styles[j % 4], "color": f"C{c_i}", "marker": "o", "markersize": 3}
+            left.loglog(b.betas, rel[:, j], **style)
+            right.loglog(b.betas, one_minus_cos[:, j], **style)
         best = int(np.argmin(rel.max(axis=1)))
         readings.append(
             f"{method}: smallest worst-layer relative error {rel[best].max():.2e} "
-            f"at β = {b.betas[best]:.0e}, "
-            f"cosine {b.cosine[method][best].min():+.3f}"
+            f"at β = {b.betas[best]:.0e}, cosine {b.cosine[method][best].min():+.3f}"
         )
-    left.set(title="Relative error vs β", xlabel="β (A/V)", ylabel="‖estimate − FD‖ / ‖FD‖")
-    right.set(title="Cosine with the gradient vs β", xlabel="β (A/V)", ylabel="cosine", ylim=(-1.05, 1.05))
+    left.set(title="Relative error vs β", xlabel="β (A/V)", ylabel="‖estimate − FD‖ / ‖FD‖ per layer")
+    right.set(
+        title="Direction: 1 − cosine vs β (0 = parallel)",
+        xlabel="β (A/V)",
+        ylabel="1 − cos(estimate, FD gradient) per layer",
+    )
+    right.axhspan(COSINE_FLOOR / 3, COSINE_FLOOR * 10, color="0.85", zorder=0)
+    right.text(b.betas[0], COSINE_FLOOR * 2, " double-precision floor", fontsize="x-small", va="center")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize="x-small")
-    name = _save(fig, out, "gradient_quality.png")
-    heading = f"Gradient quality against finite differences, loss {b.loss:.4g} at the config's conductances."
-    return heading, [Figure(name, "Gradient quality vs β", "; ".join(readings) + ".")]
+    handles = [Line2D([], [], color=f"C{i}", linewidth=2) for i in range(len(b.relative_error))]
+    handles += [Line2D([], [], color="k", linestyle=styles[j % 4]) for j in range(len(b.layers))]
+    labels = [*b.relative_error, *(f"layer {int(level)}" for level in b.layers)]
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize="small")
+    fig.suptitle("Estimates against the finite-difference (FD) gradient; colour: method, style: layer")
+    return Drawn(fig, "gradient_quality.png", "Gradient quality vs β", "; ".join(readings) + ".")
