@@ -1,7 +1,8 @@
 """`hil`: train, solve, print netlists, check gradients, run studies and drive benches.
 
-One parser; the commands live in `run` (train, solve, netlist, watch), `study` (gradcheck, sweep,
-report), `bench` (bench-check, emulate) and `keys` (the config reference). Nothing imports this
+One parser; the commands live in `run` (train, solve, netlist), `watch` (the live view of a
+training), `study` (gradcheck, sweep, report), `bench` (bench-check, emulate) and `keys` (the
+config reference). Nothing imports this
 package: it is the top of the stack.
 """
 
