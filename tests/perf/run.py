@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from resume import main as resume_bench
 from sweeps import main as sweep_bench
 from virtual_bench import report as virtual_bench_report
 
@@ -100,6 +101,7 @@ def main() -> None:
     )
     virtual_bench_report()
     sweep_bench()
+    resume_bench()
 
 
 if __name__ == "__main__":
