@@ -5,6 +5,7 @@ methods (`drivers.roles.SourceMeter`) are shared by `SmuRole`.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from drivers.instrument import (
@@ -172,29 +173,48 @@ class Keithley2450(SmuRole, Instrument):
 
 
 # ---------------------------------------------------------------------------------------- Keithley 2600B
-class Keithley2600B(Instrument):
-    """Keithley 2600B series in TSP; each of smua, smub is a `SourceMeter` (`channel("a")`)."""
+# The series' models differ in what they source: a channel's levels and limits are those of the model
+# `identify` found (2600B reference manual, smuX.source.levelY and smuX.source.limitY); before that,
+# only what every model accepts.
+def _levelv(volts: float) -> Control:
+    return Control(
+        "print(smu{ch}.source.levelv)",
+        "smu{ch}.source.levelv = {value}",
+        "Forced V.",
+        strict_range(-volts, volts, " V"),
+    )
 
-    model = "Model 26"
-    line = LineFormat("\n", "\n", 5.0)
-    error_query = "print(errorqueue.next())"
 
-    def __init__(self, transport: Transport, name: str) -> None:
-        super().__init__(transport, name)
-        self._channels: dict[str, Keithley2600BChannel] = {}
+def _leveli(amps: float) -> Control:
+    return Control(
+        "print(smu{ch}.source.leveli)",
+        "smu{ch}.source.leveli = {value}",
+        "Forced A.",
+        strict_range(-amps, amps, " A"),
+    )
 
-    def parse_error(self, reply: str) -> tuple[int, str]:
-        """`errorqueue.next()` prints code, message, severity and node, tab-separated."""
-        fields = reply.split("\t")
-        return int(float(fields[0])), fields[1].strip() if len(fields) > 1 else ""
 
-    def channel(self, ch: str) -> Keithley2600BChannel:
-        if ch not in ("a", "b"):
-            raise ValueError(f"{self.name}: channel {ch!r} does not exist: a 2600B has channels a and b")
-        return self._channels.setdefault(ch, Keithley2600BChannel(self, ch))
+def _limiti(low: float, high: float) -> Control:
+    return Control(
+        "print(smu{ch}.source.limiti)",
+        "smu{ch}.source.limiti = {value}",
+        "Current compliance, A.",
+        strict_range(low, high, " A"),
+    )
+
+
+def _limitv(low: float, high: float) -> Control:
+    return Control(
+        "print(smu{ch}.source.limitv)",
+        "smu{ch}.source.limitv = {value}",
+        "Voltage compliance, V.",
+        strict_range(low, high, " V"),
+    )
 
 
 class Keithley2600BChannel(SmuRole, Channel):
+    """A channel of a 2600B whose model is not known yet: only what every 2600B model accepts."""
+
     VOLTS, AMPS = "1", "0"  # smuX.OUTPUT_DCVOLTS, smuX.OUTPUT_DCAMPS
 
     function = Control(
@@ -204,30 +224,10 @@ class Keithley2600BChannel(SmuRole, Channel):
         strict_set(("1", "0")),
         lambda r: str(int(float(r))),
     )
-    voltage = Control(
-        "print(smu{ch}.source.levelv)",
-        "smu{ch}.source.levelv = {value}",
-        "Forced V.",
-        strict_range(-200, 200, " V"),
-    )
-    current = Control(
-        "print(smu{ch}.source.leveli)",
-        "smu{ch}.source.leveli = {value}",
-        "Forced A.",
-        strict_range(-1.5, 1.5, " A"),
-    )
-    current_limit = Control(
-        "print(smu{ch}.source.limiti)",
-        "smu{ch}.source.limiti = {value}",
-        "Current compliance, A.",
-        strict_range(1e-10, 1.5),
-    )
-    voltage_limit = Control(
-        "print(smu{ch}.source.limitv)",
-        "smu{ch}.source.limitv = {value}",
-        "Voltage compliance, V.",
-        strict_range(0.02, 200),
-    )
+    voltage = _levelv(40.4)
+    current = _leveli(1.515)
+    current_limit = _limiti(10e-9, 1.5)
+    voltage_limit = _limitv(20e-3, 40.0)
     nplc = Control(
         "print(smu{ch}.measure.nplc)",
         "smu{ch}.measure.nplc = {value}",
@@ -253,6 +253,88 @@ class Keithley2600BChannel(SmuRole, Channel):
 
     def check_errors(self) -> None:
         self.parent.check_errors()
+
+
+class Keithley260xBChannel(Keithley2600BChannel):
+    """2601B, 2602B, 2604B: ±40.4 V, ±3.03 A; limits 10 mV–40 V and 10 nA–3 A."""
+
+    voltage = _levelv(40.4)
+    current = _leveli(3.03)
+    current_limit = _limiti(10e-9, 3.0)
+    voltage_limit = _limitv(10e-3, 40.0)
+
+
+class Keithley261xBChannel(Keithley2600BChannel):
+    """2611B, 2612B, 2614B: ±202 V, ±1.515 A; limits 20 mV–200 V and 10 nA–3 A."""
+
+    voltage = _levelv(202.0)
+    current = _leveli(1.515)
+    current_limit = _limiti(10e-9, 3.0)
+    voltage_limit = _limitv(20e-3, 200.0)
+
+
+class Keithley263xBChannel(Keithley2600BChannel):
+    """2634B, 2635B, 2636B (low current): ±202 V, ±1.515 A; limits 20 mV–200 V and 100 pA–1.5 A."""
+
+    voltage = _levelv(202.0)
+    current = _leveli(1.515)
+    current_limit = _limiti(100e-12, 1.5)
+    voltage_limit = _limitv(20e-3, 200.0)
+
+
+# model -> (its channels, how each is rated)
+KEITHLEY_2600B_MODELS: dict[str, tuple[str, type[Keithley2600BChannel]]] = {
+    "2601B": ("a", Keithley260xBChannel),
+    "2602B": ("ab", Keithley260xBChannel),
+    "2604B": ("ab", Keithley260xBChannel),
+    "2611B": ("a", Keithley261xBChannel),
+    "2612B": ("ab", Keithley261xBChannel),
+    "2614B": ("ab", Keithley261xBChannel),
+    "2634B": ("ab", Keithley263xBChannel),
+    "2635B": ("a", Keithley263xBChannel),
+    "2636B": ("ab", Keithley263xBChannel),
+}
+
+
+class Keithley2600B(Instrument):
+    """Keithley 2600B series in TSP; each of smua, smub is a `SourceMeter` (`channel("a")`), rated
+    for the model `identify` found."""
+
+    model = "Model 26"
+    line = LineFormat("\n", "\n", 5.0)
+    error_query = "print(errorqueue.next())"
+
+    def __init__(self, transport: Transport, name: str) -> None:
+        super().__init__(transport, name)
+        self._channels: dict[str, Keithley2600BChannel] = {}
+        self.channel_names: tuple[str, ...] = ("a", "b")
+        self.rated: type[Keithley2600BChannel] = Keithley2600BChannel
+
+    def identify(self) -> str:
+        """`*IDN?`, then the model's ratings: a 2600 model without them in the driver is refused."""
+        idn = Instrument.identify(self)
+        found = re.search(r"Model (26\d\d[A-Z]?)", idn)
+        model = found[1] if found else idn
+        if model not in KEITHLEY_2600B_MODELS:
+            raise InstrumentError(
+                f"{self.name}: *IDN? answered {idn!r}: the driver has no ratings for a {model} "
+                f"(it knows {', '.join(KEITHLEY_2600B_MODELS)})"
+            )
+        channels, self.rated = KEITHLEY_2600B_MODELS[model]
+        self.channel_names = tuple(channels)
+        self._channels = {}  # channels made before this were rated for any model
+        return idn
+
+    def parse_error(self, reply: str) -> tuple[int, str]:
+        """`errorqueue.next()` prints code, message, severity and node, tab-separated."""
+        fields = reply.split("\t")
+        return int(float(fields[0])), fields[1].strip() if len(fields) > 1 else ""
+
+    def channel(self, ch: str) -> Keithley2600BChannel:
+        if ch not in self.channel_names:
+            listed = " and ".join(self.channel_names)
+            raise ValueError(f"{self.name}: channel {ch!r} does not exist: this 2600B has channels {listed}")
+        return self._channels.setdefault(ch, self.rated(self, ch))
 
 
 # ---------------------------------------------------------------------------------------- Keysight B2900

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,27 @@ class Hyper:
     pcm_perturbation: float = 0.01
     shuffle: bool = False  # False: the dataset's order every epoch (the seed's)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse what a config would refuse, for scripts that build a `Hyper` themselves: without a
+        nudge the estimate divides by zero, an empty device range freezes every conductance, and a
+        batch of no samples never updates."""
+        if self.method not in eqprop.ESTIMATORS:
+            eqprop.check_methods([self.method])
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"beta = {self.beta!r} A/V: the nudge must be > 0")
+        if not (math.isfinite(self.g_max) and 0 < self.g_min < self.g_max):
+            raise ValueError(
+                f"device range g_min = {self.g_min!r} S, g_max = {self.g_max!r} S: "
+                "it must be 0 < g_min < g_max"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            raise ValueError(f"learning_rate = {self.learning_rate!r}: it must be >= 0")
+        if self.batch_size < 1 or self.epochs < 0:
+            raise ValueError(
+                f"batch_size = {self.batch_size}, epochs = {self.epochs}: "
+                "a batch holds >= 1 sample, epochs >= 0"
+            )
 
 
 @dataclass

@@ -1,12 +1,20 @@
 """Estimators against finite-difference gradients of the same backend."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from drivers import benchconfig
+from drivers.bench import BenchBackend, BenchSafetyError, Instruments, configure
+from drivers.models import MODELS
+from drivers.pots import PotBridge
+from drivers.transport import LoopbackTransport
 from hil import builders, config, eqprop, open_backend
 from hil.studies import gradcheck
 from sim.spice import SpiceBackend
 from sim.twin import TwinBackend
+from sim.virtual.bench import VirtualBench
 
 XOR_01 = (np.array([-2.0, 2.0]), np.array([1.0]))
 
@@ -141,3 +149,85 @@ def test_updates_respect_the_device_range_and_keep_signs():
     h = np.full(len(unsigned.conductances), 1e-3)
     clipped = eqprop.apply_update(unsigned, h, np.full(len(h), 1.0), np.full(len(h), 1.0), 1e-4, 0.1)
     assert np.all(clipped == 1e-4)
+
+
+# -------------------------------------------------------------------------------- the nudge on a bench
+def _loopback_bench(configs, **limits):
+    """The virtual bench of bench-virtual.toml with its drivers wired in memory to its emulators
+    (no sockets), configured as `open_bench` would; `limits` replace the config's."""
+    bench = benchconfig.read(configs / "bench-virtual.toml")
+    bench = replace(bench, limits={**bench.limits, **limits})
+    experiment = config.load(configs / "bench-virtual.toml")
+    net = experiment.network()
+    virtual = VirtualBench(bench, net)
+    hw = Instruments()
+    for name, spec in bench.instruments.items():
+        link = LoopbackTransport(virtual.emulators[name])
+        if MODELS[spec.model].serial:
+            hw.pots[name] = driver = PotBridge(link, name, spec.pot_model())
+        else:
+            driver = MODELS[spec.model].driver(link, name)
+            if MODELS[spec.model].role == "matrix":
+                hw.matrices[name] = driver
+        hw.sessions[name] = driver
+        driver.identify()
+    for key in bench.smu_channels():
+        instrument, _, ch = key.partition(".")
+        hw.smus[key] = hw.sessions[instrument].channel(ch) if ch else hw.sessions[instrument]
+    backend = BenchBackend(net, bench, hw)
+    configure(backend)
+    backend.program(experiment.start_conductances())
+    return backend, virtual, experiment
+
+
+def test_a_nudge_is_held_to_max_nudge_current_not_to_the_compliance_current(configs):
+    backend, virtual, experiment = _loopback_bench(configs, max_nudge_current=1e-3, compliance_current=0.2)
+    nudger = virtual.state.smus[backend.config.nudges["11"]]
+    x = experiment.dataset().inputs[1]
+    for limit in (1e-3, -1e-3):  # the limit itself is applied, either way round
+        backend.settle(x, {"11": limit})
+        assert nudger.function == "I" and nudger.level == limit
+    for beyond in (np.nextafter(1e-3, 1.0), -np.nextafter(1e-3, 1.0), 0.1):  # all well inside 0.2 A
+        with pytest.raises(BenchSafetyError, match=r"exceeds max_nudge_current = 0\.001"):
+            backend.settle(x, {"11": float(beyond)})
+        assert nudger.level == -1e-3  # refused before it reached the SMU
+    backend.close()
+
+
+def test_an_estimators_nudge_beyond_the_bench_limit_stops_the_phase(configs):
+    backend, virtual, experiment = _loopback_bench(configs, max_nudge_current=1e-3, compliance_current=0.2)
+    data = experiment.dataset()
+    x, t = data.inputs[1], data.targets[1]
+    y = eqprop.outputs(backend.network, backend.settle(x))
+    beta = 5e-3 / float(abs(t[0] - y[0]))  # a 5 mA nudge: over the nudge limit, under compliance
+    with pytest.raises(BenchSafetyError, match=r"nudged \(beta \+.* phase: a nudge of 0\.005 A exceeds"):
+        eqprop.measure(backend, experiment.start_conductances(), x, t, "vdm-centered", beta)
+    backend.close()
+    assert not any(s.output for s in virtual.state.smus.values())
+
+
+# The other limits the bench holds each phase to (siblings of the nudge's: the right number, the
+# bound itself allowed). Their checks are the bench backend's; the phases here are the estimators'.
+def test_a_source_level_is_held_to_max_volts(configs):
+    backend, virtual, experiment = _loopback_bench(configs, max_volts=2.0)  # the inputs are ±2 V
+    sources = [virtual.state.smus[key] for key in backend.config.sources.values()]
+    x = experiment.dataset().inputs[1]
+    backend.settle(x)  # exactly at the limit
+    levels = [s.level for s in sources]
+    assert max(abs(level) for level in levels) == 2.0
+    with pytest.raises(BenchSafetyError, match=r"set to 2\S* V, above max_volts = 2"):
+        backend.settle(x * float(np.nextafter(1.0, 2.0)))
+    assert [s.level for s in sources] == levels  # refused before any level moved
+    backend.close()
+
+
+def test_a_phase_that_puts_more_than_pot_terminal_volts_on_a_pot_is_refused(configs):
+    backend, _, experiment = _loopback_bench(configs)
+    x = experiment.dataset().inputs[1]
+    terminal = float(np.max(np.abs(backend.settle(x).voltages)))
+    backend.limits["pot_terminal_volts"] = terminal
+    backend.settle(x)  # exactly at the rating
+    backend.limits["pot_terminal_volts"] = float(np.nextafter(terminal, 0.0))
+    with pytest.raises(BenchSafetyError, match="above pot_terminal_volts"):
+        backend.settle(x)
+    backend.close()

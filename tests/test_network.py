@@ -67,6 +67,13 @@ def test_doubled_output_nudge_goes_in_at_plus_and_out_at_minus():
         (dict(conductances=[Conductance("G1", "a", "b", 1)]), "must start with R"),
         (dict(conductances=[Conductance("R1", "A", "b", 1)]), "lower-case"),
         (dict(conductances=[Conductance("R1", "a", "b", 1, signed_by="Vnone")]), "unknown element"),
+        (dict(conductances=[Conductance("R1", "c", "b", 1)]), r"nodes \['b', 'c'\] have no DC path"),
+        (dict(sources=[VoltageSource("V1", "a", 1.0), VoltageSource("V2", "a", 2.0)]), "driven by two"),
+        (dict(sources=[VoltageSource("V1", "0", 1.0)]), r"driven by two sources: \['0'\]"),
+        (dict(n_inputs=1), "input 0 drives no source"),
+        (dict(outputs=[]), "has no output"),
+        (dict(estimator_pairing=(1,)), "permutation"),
+        (dict(sources=[VoltageSource("X1", "a", 1.0)]), "must start with V"),
     ],
 )
 def test_bad_networks_are_refused(bad, message):
@@ -78,3 +85,23 @@ def test_bad_networks_are_refused(bad, message):
     )
     with pytest.raises(ValueError, match=message):
         Network(**{**base, **bad})
+
+
+def test_the_smallest_valid_network_is_accepted():
+    """The base every refusal above changes one thing of: on its own, it is a network."""
+    net = Network(
+        name="t",
+        conductances=[Conductance("R1", "a", "b", 1)],
+        sources=[VoltageSource("V1", "a", 1.0)],
+        outputs=[Output("b")],
+    )
+    assert set(net.nodes) == {"a", "b"}
+    with_input = Network(
+        name="t",
+        conductances=[Conductance("R1", "a", "b", 1), Conductance("R2", "b", "c", 2)],
+        sources=[VoltageSource("V1", "a", input_index=0), VoltageSource("V2", "c", 0.5)],
+        outputs=[Output("b")],
+        n_inputs=1,
+        estimator_pairing=(1, 0),
+    )
+    assert with_input.n_inputs == 1

@@ -3,12 +3,17 @@ and the driver against the emulated bridge."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from drivers import benchconfig
 from drivers.instrument import InstrumentError
 from drivers.pots import AD5206Model, Calibration, PotBridge
 from drivers.roles import PotBank
 from drivers.transport import LoopbackTransport, scripted
+from hil import config
+from sim.virtual.bench import VirtualBench
+from sim.virtual.circuit import EmulatedCircuit
 from sim.virtual.pot_emulators import PotBridgeEmulator
 from sim.virtual.state import BenchState, PotBankState
 
@@ -244,3 +249,90 @@ def test_emulator_identity_can_be_configured():
     assert emu.handle("*IDN?") == "EQPROP-HIL,POTBRIDGE,VB00007,2.0"
     assert emu.handle("*rst") is None and pots.codes == [255] * 6
     assert emu.errors == []
+
+
+# ---------------------------------------------------------------------------------------- bounds
+def test_the_first_and_last_code_and_channel_are_sent():
+    b = bridge([("POT:SET 1=0,6=255", None), ("*OPC?", "1"), ("POT1:CODE 255", None), ("*OPC?", "1")])
+    b.write_codes({1: 0, 6: 255})
+    b.write_code(1, 255)
+    assert b.written == {1: 255, 6: 255}
+    b.transport.assert_done()
+
+
+def test_the_ends_of_the_calibrated_range_are_realised_and_just_beyond_them_refused():
+    g_min, g_max = MODEL.conductance(1, 255), MODEL.conductance(1, 0)
+    b = bridge([("POT:SET 1=255,2=0", None), ("*OPC?", "1")])
+    assert b.program({1: g_min, 2: g_max}) == {1: g_min, 2: g_max}
+    for beyond in (g_min * (1 - 1e-9), g_max * (1 + 1e-9)):
+        with pytest.raises(ValueError, match="outside the calibrated range"):
+            b.program({3: beyond})
+    b.transport.assert_done()
+
+
+def test_a_bridge_with_exactly_the_channels_needed_is_taken():
+    b = bridge([("*IDN?", IDN), ("POT:COUN?", "6")])
+    assert b.identify() == IDN
+    b.transport.assert_done()
+    with pytest.raises(InstrumentError, match="drives 5 pots, the bench config needs 6"):
+        bridge([("*IDN?", IDN), ("POT:COUN?", "5")]).identify()
+
+
+def test_the_emulated_bridge_takes_every_code_and_channel_it_has_and_refuses_the_next():
+    b, pots, _ = emulated()
+    b.write("POT:SET 1=0,6=255")
+    assert pots.codes[0] == 0 and pots.codes[5] == 255
+    b.check_errors()
+    b.write("POT1:CODE 256")
+    b.write("POT7:CODE 0")
+    with pytest.raises(InstrumentError, match=r"-222: Data out of range; code 256 for pot 1; -114"):
+        b.check_errors()
+    assert pots.codes[0] == 0
+
+
+# ---------------------------------------------------------------------------------------- the circuit
+def pot_bench(configs):
+    """bench-virtual.toml's virtual bench at an operating point: sources on, the probe on node 9."""
+    bench = benchconfig.read(configs / "bench-virtual.toml")
+    net = config.load(configs / "bench-virtual.toml").network()
+    virtual = VirtualBench(bench, net)
+    state = virtual.state
+    with state.lock:
+        for source, level in zip(net.sources, net.source_values(np.array([2.0, -2.0])), strict=True):
+            smu = state.smus[bench.sources[source.name]]
+            smu.function, smu.voltage, smu.current_limit, smu.output = "V", float(level), 0.2, True
+        probe = state.smus[bench.probe_channel]
+        probe.function, probe.current, probe.voltage_limit, probe.output = "I", 0.0, 5.0, True
+        state.relays["matrix"].closed.add(bench.probe_routes["9"][0])
+        state.pots["pots"].codes[:] = [40, 80, 120, 160, 200, 240, 60, 100]
+        state.changed()
+    return virtual, bench.probe_channel
+
+
+@pytest.mark.parametrize(
+    "line", ["POT1:CODE 10", "pot1:code 10", "POT:SET 1=10,3=200", "POT:ALL 1,2,3,4,5,6,7,8", "*RST"]
+)
+def test_every_wiper_move_reaches_the_next_reading(configs, line):
+    virtual, probe = pot_bench(configs)
+    before = virtual.circuit.reading(probe)
+    emulator = virtual.emulators["pots"]
+    assert emulator.handle(line) is None and emulator.errors == []
+    after = virtual.circuit.reading(probe)
+    fresh = EmulatedCircuit(virtual.circuit.network, virtual.circuit.wiring, virtual.state).reading(probe)
+    assert after[:2] == pytest.approx(fresh[:2], rel=1e-9, abs=1e-12)
+    assert after[0] != pytest.approx(before[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("line", ["POT1:CODE?", "POT:COUN?", "POT:SET 1=10,3=300", "POT9:CODE 1", "*IDN?"])
+def test_a_query_or_a_refused_command_moves_no_wiper_and_solves_nothing(configs, line):
+    virtual, probe = pot_bench(configs)
+    virtual.circuit.reading(probe)
+    solves, version, codes = (
+        virtual.circuit.solves,
+        virtual.state.version,
+        list(virtual.state.pots["pots"].codes),
+    )
+    virtual.emulators["pots"].handle(line)
+    virtual.circuit.reading(probe)
+    assert (virtual.circuit.solves, virtual.state.version) == (solves, version)
+    assert virtual.state.pots["pots"].codes == codes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from drivers.instrument import InstrumentError
 from drivers.router import Crosspoint, RouteError, RouteMap, Router
 from drivers.switch import Keithley707B
 from drivers.transport import scripted
@@ -187,3 +188,50 @@ def test_route_map_refuses_undescribed_crosspoints():
         RouteMap(ROUTES, CROSSPOINTS, {"x1": "nowhere"})
     with pytest.raises(RouteError, match="no crosspoints"):
         RouteMap({"empty": []}, CROSSPOINTS)
+
+
+class _StuckOnce:
+    """A matrix whose next close fails (a relay driver error), then works again."""
+
+    def __init__(self) -> None:
+        self.closed: set[str] = set()
+        self.fail_close = False
+
+    def close_channels(self, channels: list[str]) -> None:
+        if self.fail_close:
+            self.fail_close = False
+            raise InstrumentError("matrix reports 1115: relay drive failure")
+        self.closed.update(channels)
+
+    def open_channels(self, channels: list[str]) -> None:
+        self.closed.difference_update(channels)
+
+    def open_all(self) -> None:
+        self.closed.clear()
+
+    def closed_channels(self) -> set[str]:
+        return set(self.closed)
+
+    def wait_complete(self) -> None:
+        pass
+
+
+def test_a_failed_close_leaves_the_router_claiming_only_what_is_closed_and_a_retry_closes_it():
+    matrix = _StuckOnce()
+    r = Router(matrix, route_map())
+    r.select(["source x1", "probe h1"])
+    matrix.fail_close = True
+    with pytest.raises(InstrumentError, match="relay drive failure"):
+        r.connect("probe h2")  # the probe left h1, then its relay to h2 failed
+    assert r.connected == ["source x1"] and matrix.closed == {"1A01"}
+    r.connect("probe h2")
+    assert r.connected == ["source x1", "probe h2"] and matrix.closed == {"1A01", "1B03"}
+
+
+def test_a_source_may_hold_its_own_node_with_every_other_route_that_is_safe():
+    """The largest safe set: each SMU on one node, no node with two SMUs, sources only on their own."""
+    everything = ["source x1", "probe h2", "nudge y"]
+    r = router([('channel.close("1A01,1B03,1C04")', None)])
+    r.select(everything)
+    assert r.connected == everything
+    r.matrix.transport.assert_done()

@@ -1,10 +1,19 @@
 """SMU drivers against the exact exchanges their manuals define."""
 
+import math
+
+import numpy as np
 import pytest
 
+from drivers import benchconfig
 from drivers.instrument import InstrumentError
 from drivers.smu import Keithley2450, Keithley2600B, KeysightB2900
-from drivers.transport import ProtocolMismatch, scripted
+from drivers.transport import LoopbackTransport, ProtocolMismatch, scripted
+from hil import config
+from sim.virtual.bench import VirtualBench
+from sim.virtual.circuit import EmulatedCircuit
+from sim.virtual.smu_emulators import Emulated2450, Emulated2600B, EmulatedB2900
+from sim.virtual.state import BenchState
 
 IDN_2450 = "KEITHLEY INSTRUMENTS,MODEL 2450,04096218,1.7.12b"
 IDN_2602B = "Keithley Instruments Inc., Model 2602B, 4381234, 3.3.5"
@@ -210,3 +219,371 @@ def test_integration_time_on_multichannel_smus(make, ch, line):
     t = scripted([(line, None)])
     make(t, "smu").channel(ch).integrate(0.5)
     t.assert_done()
+
+
+# ---------------------------------------------------------------------------------------- bounds
+# Every validator of every SMU model, at both ends: the bound itself is sent, the next float beyond
+# it is refused before anything is sent (the script has no exchange for it). The bounds are the
+# manuals': 2450 reference manual (2450-901-01) §6, 2600B reference manual (2600BS-901-01) §9
+# smuX.source.levelY/limitY/measure.nplc, B2900 SCPI command reference.
+IDN_2612B = "Keithley Instruments Inc., Model 2612B, 4381235, 3.3.5"
+IDN_2636B = "Keithley Instruments Inc., Model 2636B, 4381236, 3.3.5"
+
+
+def _k2450(t):
+    return Keithley2450(t, "smu")
+
+
+def _k2600b(t, identified=True):
+    inst = Keithley2600B(t, "k26")
+    if identified:
+        inst.identify()
+    return inst.channel("a")
+
+
+def _b2900(t):
+    return KeysightB2900(t, "b29").channel("1")
+
+
+def _unidentified_2600b(t):
+    return _k2600b(t, identified=False)
+
+
+K2450 = (_k2450, [])
+K2602B = (_k2600b, [("*IDN?", IDN_2602B)])
+K2612B = (_k2600b, [("*IDN?", IDN_2612B)])
+K2636B = (_k2600b, [("*IDN?", IDN_2636B)])
+K2600B_UNKNOWN = (_unidentified_2600b, [])  # before *IDN?: only what every 2600B model accepts
+B2900 = (_b2900, [])
+BOUNDS = {
+    "2450 voltage": (*K2450, "voltage", -210, 210, ":SOUR:VOLT {}"),
+    "2450 current": (*K2450, "current", -1.05, 1.05, ":SOUR:CURR {}"),
+    "2450 current limit": (*K2450, "current_limit", 1e-9, 1.05, ":SOUR:VOLT:ILIM {}"),
+    "2450 voltage limit": (*K2450, "voltage_limit", 0.02, 210, ":SOUR:CURR:VLIM {}"),
+    "2450 nplc": (*K2450, "nplc", 0.01, 10, ":SENS:CURR:NPLC {}"),
+    "2450 voltage range": (*K2450, "voltage_range", 0.02, 200, ":SOUR:VOLT:RANG {}"),
+    "2450 current range": (*K2450, "current_range", 1e-8, 1.0, ":SENS:CURR:RANG {}"),
+    "2602B voltage": (*K2602B, "voltage", -40.4, 40.4, "smua.source.levelv = {}"),
+    "2602B current": (*K2602B, "current", -3.03, 3.03, "smua.source.leveli = {}"),
+    "2602B current limit": (*K2602B, "current_limit", 10e-9, 3.0, "smua.source.limiti = {}"),
+    "2602B voltage limit": (*K2602B, "voltage_limit", 10e-3, 40.0, "smua.source.limitv = {}"),
+    "2602B nplc": (*K2602B, "nplc", 0.001, 25, "smua.measure.nplc = {}"),
+    "2612B voltage": (*K2612B, "voltage", -202, 202, "smua.source.levelv = {}"),
+    "2612B current": (*K2612B, "current", -1.515, 1.515, "smua.source.leveli = {}"),
+    "2612B current limit": (*K2612B, "current_limit", 10e-9, 3.0, "smua.source.limiti = {}"),
+    "2612B voltage limit": (*K2612B, "voltage_limit", 20e-3, 200.0, "smua.source.limitv = {}"),
+    "2636B voltage": (*K2636B, "voltage", -202, 202, "smua.source.levelv = {}"),
+    "2636B current": (*K2636B, "current", -1.515, 1.515, "smua.source.leveli = {}"),
+    "2636B current limit": (*K2636B, "current_limit", 100e-12, 1.5, "smua.source.limiti = {}"),
+    "2636B voltage limit": (*K2636B, "voltage_limit", 20e-3, 200.0, "smua.source.limitv = {}"),
+    "2600B unidentified voltage": (*K2600B_UNKNOWN, "voltage", -40.4, 40.4, "smua.source.levelv = {}"),
+    "2600B unidentified current": (*K2600B_UNKNOWN, "current", -1.515, 1.515, "smua.source.leveli = {}"),
+    "2600B unidentified current limit": (
+        *K2600B_UNKNOWN,
+        "current_limit",
+        10e-9,
+        1.5,
+        "smua.source.limiti = {}",
+    ),
+    "2600B unidentified voltage limit": (
+        *K2600B_UNKNOWN,
+        "voltage_limit",
+        20e-3,
+        40.0,
+        "smua.source.limitv = {}",
+    ),
+    "B2900 voltage": (*B2900, "voltage", -210, 210, ":SOUR1:VOLT {}"),
+    "B2900 current": (*B2900, "current", -3.03, 3.03, ":SOUR1:CURR {}"),
+    "B2900 current limit": (*B2900, "current_limit", 1e-9, 3.03, ":SENS1:CURR:PROT {}"),
+    "B2900 voltage limit": (*B2900, "voltage_limit", 0.02, 210, ":SENS1:VOLT:PROT {}"),
+    "B2900 nplc": (*B2900, "nplc", 4e-4, 100, ":SENS1:CURR:NPLC {}"),
+}
+
+
+@pytest.mark.parametrize("make, prelude, attribute, low, high, line", BOUNDS.values(), ids=BOUNDS)
+def test_each_bound_is_sent_and_the_next_value_beyond_it_is_refused_before_sending(
+    make, prelude, attribute, low, high, line
+):
+    for bound, beyond in ((low, math.nextafter(low, -math.inf)), (high, math.nextafter(high, math.inf))):
+        t = scripted([*prelude, (line.format(repr(float(bound))), None)])
+        smu = make(t)
+        setattr(smu, attribute, bound)
+        with pytest.raises(ValueError, match="outside"):
+            setattr(smu, attribute, beyond)
+        t.assert_done()  # the bound was sent, and nothing after it
+
+
+def test_a_2450_level_beyond_its_range_is_refused_through_the_role_before_anything_is_sent():
+    t = scripted([(":SOUR:VOLT:ILIM 0.001", None), (":SOUR:FUNC VOLT", None), (":SOUR:VOLT 0.0", None)])
+    smu = Keithley2450(t, "smu")
+    smu.source_voltage(current_limit=1e-3)
+    for volts in (math.nextafter(210.0, math.inf), -math.nextafter(210.0, math.inf), 211.0, 2100.0):
+        with pytest.raises(ValueError, match=r"outside \[-210, 210\] V"):
+            smu.set_level(volts)
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "make, attribute, value",
+    [
+        (_k2450, "function", "RES"),
+        (_k2450, "sense_function", "RES"),
+        (_k2450, "output_state", "ON"),
+        (_unidentified_2600b, "function", "2"),
+        (_b2900, "function", "RES"),
+        (_b2900, "output_state", "1"),
+    ],
+)
+def test_a_setting_outside_its_set_is_refused_before_sending(make, attribute, value):
+    t = scripted([])
+    with pytest.raises(ValueError, match="is not one of"):
+        setattr(make(t), attribute, value)
+    t.assert_done()
+
+
+def test_a_2600b_model_the_driver_has_no_ratings_for_is_refused_at_identify():
+    t = scripted([("*IDN?", "Keithley Instruments Inc., Model 2651A, 1234567, 1.0.0")])
+    with pytest.raises(InstrumentError, match=r"2651A.*ratings"):
+        Keithley2600B(t, "k26").identify()
+    t.assert_done()
+
+
+def test_a_single_channel_2600b_has_no_channel_b_and_a_new_identity_rerates_its_channels():
+    t = scripted(
+        [
+            ("*IDN?", "Keithley Instruments Inc., Model 2601B, 1, 3.3.5"),
+            ("*IDN?", IDN_2612B),
+            ("smub.source.levelv = 202.0", None),
+        ]
+    )
+    inst = Keithley2600B(t, "k26")
+    before = inst.channel("a")
+    inst.identify()
+    with pytest.raises(ValueError, match=r"this 2600B has channels a$"):
+        inst.channel("b")
+    for name in ("", "ab"):
+        with pytest.raises(ValueError, match="does not exist"):
+            inst.channel(name)
+    assert inst.channel("a") is not before and inst.channel("a") is inst.channel("a")
+    inst.identify()  # another model at the address now: its channels, its ratings
+    inst.channel("b").voltage = 202.0
+    t.assert_done()
+
+
+# ---------------------------------------------------------------------------------------- emulators
+# The emulated SMUs with their drivers wired in memory. Readings come from a stand-in here; the
+# emulated circuit is exercised below.
+def _no_circuit(key):
+    return (0.0, 0.0, False)
+
+
+def emulated_2450():
+    bench = BenchState()
+    emu = Emulated2450("smu", IDN_2450, bench, _no_circuit)
+    return Keithley2450(LoopbackTransport(emu), "smu"), bench.smus["smu"], emu
+
+
+def emulated_2602b():
+    bench = BenchState()
+    emu = Emulated2600B("k26", IDN_2602B, bench, _no_circuit)
+    inst = Keithley2600B(LoopbackTransport(emu), "k26")
+    inst.identify()
+    return inst.channel("a"), bench.smus["k26.a"], emu
+
+
+def emulated_b2900():
+    bench = BenchState()
+    emu = EmulatedB2900("b29", IDN_B2902, bench, _no_circuit)
+    return KeysightB2900(LoopbackTransport(emu), "b29").channel("1"), bench.smus["b29.1"], emu
+
+
+EMULATED = {"2450": emulated_2450, "2602B": emulated_2602b, "B2900": emulated_b2900}
+
+
+@pytest.mark.parametrize("make", EMULATED.values(), ids=EMULATED)
+def test_a_function_change_sources_that_functions_own_level_not_the_last_one(make):
+    """Each source function keeps its own level (2450 "source configuration list", 2600B
+    smuX.source.levelY, B2900 :SOUR:<func>): switching V -> I must not force 2 V worth of amps."""
+    smu, state, _ = make()
+    smu.source_voltage(current_limit=1e-3)
+    smu.output(True)
+    smu.set_level(2.0)
+    smu.source_current(voltage_limit=5.0)  # compliance, then the function, then level 0
+    assert state.function == "I" and state.level == 0.0
+    smu.function = smu.VOLTS  # back to volts: its own level is still 2 V
+    assert state.function == "V" and state.level == 2.0
+    smu.function = smu.AMPS
+    assert state.level == 0.0
+    smu.check_errors()
+
+
+@pytest.mark.parametrize("make", EMULATED.values(), ids=EMULATED)
+def test_a_function_change_alone_never_carries_the_level_across(make):
+    smu, state, _ = make()
+    smu.function = smu.VOLTS
+    smu.voltage = 1.5
+    smu.function = smu.AMPS  # nothing else sent: the current level is the one it always had
+    assert state.level == 0.0 and smu.current == 0.0
+    assert smu.voltage == 1.5  # the voltage level is kept for when the function comes back
+    smu.check_errors()
+
+
+@pytest.mark.parametrize("make", EMULATED.values(), ids=EMULATED)
+def test_every_setting_the_driver_can_set_it_can_read_back_from_the_emulator(make):
+    smu, _, _ = make()
+    values = {
+        "current_limit": 2.5e-3,
+        "voltage_limit": 3.5,
+        "nplc": 2.0,
+        "function": smu.AMPS,
+        "current": -1.25e-4,
+        "output_state": True,
+    }
+    values_after = {"function": smu.VOLTS, "voltage": -0.75}
+    for name, value in [*values.items(), *values_after.items()]:
+        setattr(smu, name, value)
+        assert getattr(smu, name) == value, name
+    assert smu.current == -1.25e-4  # still there after the function changed
+    smu.check_errors()
+
+
+def test_2450_emulator_reads_back_its_sense_function_and_ranges():
+    smu, _, _ = emulated_2450()
+    smu.sense_function = "VOLT"
+    assert smu.sense_function == "VOLT"
+    smu.voltage_range = 1.5  # the instrument takes the range that holds the value
+    assert smu.voltage_range == 2.0
+    smu.current_autorange = False
+    smu.current_range = 1e-4
+    assert smu.current_range == 1e-4 and smu.current_autorange is False
+    smu.current_autorange = True
+    assert smu.current_autorange is True
+    smu.check_errors()
+
+
+RESET_LINES = {"2450": ["*RST"], "2602B": ["smua.reset()", "reset()", "*RST"], "B2900": ["*RST"]}
+# What each model comes back to (manuals: 2450 defaults 105 µA / 21 V; 2602B smuX.source.limitY
+# defaults 1 A / 40 V; B2900 100 µA / 2 V).
+RESET_LIMITS = {"2450": (105e-6, 21.0), "2602B": (1.0, 40.0), "B2900": (100e-6, 2.0)}
+
+
+@pytest.mark.parametrize("model, line", [(m, line) for m, lines in RESET_LINES.items() for line in lines])
+def test_a_reset_puts_every_setting_back_to_the_instruments_default(model, line):
+    smu, state, emu = EMULATED[model]()
+    smu.source_voltage(current_limit=2e-3)
+    smu.set_level(1.0)
+    smu.source_current(voltage_limit=3.0)
+    smu.set_level(1e-3)
+    smu.nplc = 5.0
+    smu.output(True)
+    emu.handle(line)
+    assert (state.function, state.level, state.output, state.nplc) == ("V", 0.0, False, 1.0)
+    assert smu.voltage == 0.0 and smu.current == 0.0
+    assert (smu.current_limit, smu.voltage_limit) == pytest.approx(RESET_LIMITS[model])
+    assert smu.output_state is False
+    smu.check_errors()
+
+
+def test_2450_reset_also_restores_the_sense_function_and_autorange():
+    smu, _, emu = emulated_2450()
+    smu.sense_function = "VOLT"
+    smu.current_autorange = False
+    smu.current_range = 1e-6
+    emu.handle("*RST")
+    assert smu.sense_function == "CURR" and smu.current_autorange is True
+
+
+@pytest.mark.parametrize("make", EMULATED.values(), ids=EMULATED)
+def test_output_off_keeps_every_setting(make):
+    smu, state, _ = make()
+    smu.source_voltage(current_limit=1e-3)
+    smu.output(True)
+    smu.set_level(1.25)
+    smu.output(False)
+    assert state.output is False and state.level == 1.25 and smu.voltage == 1.25
+    assert smu.current_limit == 1e-3
+
+
+# ---------------------------------------------------------------------------------------- the circuit
+# The emulated circuit caches its readings until an instrument changes: every change an SMU can
+# make must reach the next reading. A bench with one SMU of each model: 2602Bs hold the inputs and
+# probe, a B2900 the biases, a 2450 nudges the output.
+def mixed_bench(configs, tmp_path):
+    text = (configs / "bench-virtual.toml").read_text()
+    text = text.replace('experiment = "xor-bench.toml"', f'experiment = "{configs / "xor-bench.toml"}"')
+    text = text.replace(
+        '[instruments.k26c]\nmodel = "keithley-2600b"', '[instruments.k26c]\nmodel = "keysight-b2900"'
+    )
+    text = text.replace('Vbias1 = "k26c.a"', 'Vbias1 = "k26c.1"').replace(
+        'Vbias2 = "k26c.b"', 'Vbias2 = "k26c.2"'
+    )
+    text = text.replace('"11" = "k26d.a"', '"11" = "k24"')
+    text += '\n[instruments.k24]\nmodel = "keithley-2450"\naddress = "TCPIP::192.168.10.25::5025::SOCKET"\n'
+    (tmp_path / "bench.toml").write_text(text)
+    bench = benchconfig.read(tmp_path / "bench.toml")
+    net = config.load(tmp_path / "bench.toml").network()
+    virtual = VirtualBench(bench, net)
+    state = virtual.state
+    with state.lock:  # an operating point: sources on at a sample's levels, nudge and probe at 0 A
+        for source, level in zip(net.sources, net.source_values(np.array([2.0, -2.0])), strict=True):
+            smu = state.smus[bench.sources[source.name]]
+            smu.function, smu.voltage, smu.current_limit, smu.output = "V", float(level), 0.2, True
+        for key in (bench.nudges["11"], bench.probe_channel):
+            smu = state.smus[key]
+            smu.function, smu.current, smu.voltage_limit, smu.output = "I", 0.0, 5.0, True
+        state.relays["matrix"].closed.add(bench.probe_routes["9"][0])
+        state.pots["pots"].codes[:] = [40, 80, 120, 160, 200, 240, 60, 100]
+        state.changed()
+    return virtual
+
+
+def assert_fresh_and_moved(virtual, key, before):
+    """The circuit's answer after a change: what a circuit solving from scratch says, and not what
+    it said before."""
+    after = virtual.circuit.reading(key)
+    fresh = EmulatedCircuit(virtual.circuit.network, virtual.circuit.wiring, virtual.state).reading(key)
+    assert after[:2] == pytest.approx(fresh[:2], rel=1e-9, abs=1e-12) and after[2] == fresh[2]
+    assert after[:2] != pytest.approx(before[:2], rel=1e-6, abs=1e-9) or after[2] != before[2]
+
+
+PROBE, NUDGER, BIAS = "k26d.b", "k24", "k26c.1"
+SMU_CHANGES = {
+    "2602B level": ("k26a", "smua.source.levelv = -1.5", PROBE),
+    "2602B output off": ("k26a", "smua.source.output = 0", PROBE),
+    "2602B function change": ("k26a", "smua.source.func = 0", PROBE),
+    "2602B current limit": ("k26a", "smua.source.limiti = 1e-9", "k26a.a"),
+    "2602B channel reset": ("k26a", "smua.reset()", PROBE),
+    "2602B reset": ("k26a", "reset()", PROBE),
+    "B2900 level": ("k26c", ":SOUR1:VOLT 0.25", PROBE),
+    "B2900 output off": ("k26c", ":OUTP1 OFF", PROBE),
+    "B2900 function change": ("k26c", ":SOUR1:FUNC:MODE CURR", PROBE),
+    "B2900 current limit": ("k26c", ":SENS1:CURR:PROT 1e-9", BIAS),
+    "B2900 reset": ("k26c", "*RST", PROBE),
+    "2450 level": ("k24", ":SOUR:CURR -1e-3", NUDGER),
+    "2450 output off": ("k24", ":OUTP OFF", NUDGER),
+    "2450 function change": ("k24", ":SOUR:FUNC VOLT", NUDGER),
+    "2450 voltage limit": ("k24", ":SOUR:CURR:VLIM 0.02", NUDGER),
+    "2450 reset": ("k24", "*RST", NUDGER),
+}
+
+
+@pytest.mark.parametrize("instrument, line, observed", SMU_CHANGES.values(), ids=SMU_CHANGES)
+def test_every_smu_change_reaches_the_next_reading(configs, tmp_path, instrument, line, observed):
+    virtual = mixed_bench(configs, tmp_path)
+    virtual.emulators["k24"].handle(":SOUR:CURR 1e-3")  # a nudge, so that switching it off moves something
+    before = virtual.circuit.reading(observed)
+    assert virtual.emulators[instrument].handle(line) is None
+    assert virtual.emulators[instrument].errors == []
+    assert_fresh_and_moved(virtual, observed, before)
+
+
+def test_an_unchanged_bench_is_not_solved_again(configs, tmp_path):
+    virtual = mixed_bench(configs, tmp_path)
+    virtual.circuit.reading(PROBE)
+    solves = virtual.circuit.solves
+    for key in (PROBE, NUDGER, BIAS, "k26a.a"):
+        virtual.circuit.reading(key)
+    virtual.emulators["k24"].handle(":SOUR:CURR?")  # a query changes nothing
+    virtual.emulators["k26a"].handle("print(smua.source.levelv)")
+    virtual.circuit.reading(PROBE)
+    assert virtual.circuit.solves == solves

@@ -3,12 +3,17 @@ their emulators."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from drivers import benchconfig
 from drivers.instrument import InstrumentError
 from drivers.roles import SwitchMatrix
 from drivers.switch import Keithley707B, Keysight34980A
 from drivers.transport import LoopbackTransport, ProtocolMismatch, scripted
+from hil import config
+from sim.virtual.bench import VirtualBench
+from sim.virtual.circuit import EmulatedCircuit
 from sim.virtual.state import BenchState, RelayState
 from sim.virtual.switch_emulators import Keithley707BEmulator, Keysight34980AEmulator
 
@@ -295,3 +300,137 @@ def test_drivers_raise_what_the_emulators_queue():
     with pytest.raises(InstrumentError, match="k34980a reports -222: Data out of range"):
         keysight.check_errors()
     keysight.check_errors()
+
+
+# ---------------------------------------------------------------------------------------- bounds
+# Each end of each field of a crosspoint name is accepted; the first name past it is refused
+# before anything is sent.
+@pytest.mark.parametrize(
+    "make, accepted, refused",
+    [
+        (Keithley707B, ["1A01", "6H12", "6A12", "1H01"], ["0A01", "7A01", "1I01", "1A00", "1A13", "6H13"]),
+        (Keysight34980A, ["1101", "8999", "1199", "8901"], ["0101", "9101", "1001", "1100", "8900"]),
+    ],
+)
+def test_crosspoint_names_at_each_bound_are_sent_and_the_next_beyond_is_refused(make, accepted, refused):
+    for name in accepted:
+        close = 'channel.close("{}")' if make is Keithley707B else "ROUT:CLOS (@{})"
+        t = scripted([(close.format(name), None)])
+        make(t, "matrix").close_channels([name])
+        t.assert_done()
+    for name in refused:
+        t = scripted([])
+        with pytest.raises(ValueError, match="crosspoint"):
+            make(t, "matrix").close_channels([name])
+        t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "emulator, close, query, names, beyond",
+    [
+        (
+            Keithley707BEmulator,
+            'channel.close("{}")',
+            'print(channel.getclose("{}"))',
+            ["1A01", "6H12"],
+            "7A01",
+        ),
+        (Keysight34980AEmulator, "ROUT:CLOS (@{})", "ROUT:CLOS? (@{})", ["1101", "8999"], "9101"),
+    ],
+)
+def test_emulated_matrices_take_every_slot_they_have_and_refuse_the_next(
+    emulator, close, query, names, beyond
+):
+    bench = BenchState()
+    relays = RelayState()
+    emu = emulator(relays, bench)
+    for name in names:
+        assert emu.handle(close.format(name)) is None
+    assert relays.closed == set(names) and emu.errors == []
+    assert emu.handle(close.format(beyond)) is None
+    assert relays.closed == set(names) and len(emu.errors) == 1
+
+
+# ---------------------------------------------------------------------------------------- the circuit
+# The emulated circuit caches its readings until an instrument changes: every relay change must
+# reach the next reading. bench-virtual.toml's board with its 707B, or a 34980A in its place.
+KEYSIGHT_NAMES = {
+    "1A01": "1101",
+    "1A02": "1102",
+    "1A03": "1103",
+    "1A04": "1104",
+    "1B01": "1201",
+    "1B02": "1202",
+}
+
+
+def switch_bench(configs, tmp_path, model, closed):
+    text = (configs / "bench-virtual.toml").read_text()
+    text = text.replace('experiment = "xor-bench.toml"', f'experiment = "{configs / "xor-bench.toml"}"')
+    if model == "keysight-34980a":
+        text = text.replace('model = "keithley-707b"', 'model = "keysight-34980a"')
+        for keithley, keysight in KEYSIGHT_NAMES.items():
+            text = text.replace(f'"{keithley}"', f'"{keysight}"')
+    (tmp_path / "bench.toml").write_text(text)
+    bench = benchconfig.read(tmp_path / "bench.toml")
+    net = config.load(tmp_path / "bench.toml").network()
+    virtual = VirtualBench(bench, net)
+    state = virtual.state
+    with state.lock:  # sources on at a sample's levels, nudge and probe at 0 A, the given relays closed
+        for source, level in zip(net.sources, net.source_values(np.array([2.0, -2.0])), strict=True):
+            smu = state.smus[bench.sources[source.name]]
+            smu.function, smu.voltage, smu.current_limit, smu.output = "V", float(level), 0.2, True
+        for key in (bench.nudges["11"], bench.probe_channel):
+            smu = state.smus[key]
+            smu.function, smu.current, smu.voltage_limit, smu.output = "I", 0.0, 5.0, True
+        state.relays["matrix"].closed.update(closed)
+        state.pots["pots"].codes[:] = [40, 80, 120, 160, 200, 240, 60, 100]
+        state.changed()
+    return virtual
+
+
+PROBE = "k26d.b"
+# (relays closed before, the line, in 707B names; the 34980A's are translated)
+RELAY_CHANGES = {
+    "open only": (["1A03"], 'channel.open("1A03")', "ROUT:OPEN (@1103)"),
+    "close only": ([], 'channel.close("1A03")', "ROUT:CLOS (@1103)"),
+    "open all": (["1A03"], 'channel.open("allslots")', "ROUT:OPEN:ALL"),
+    "reset": (["1A03"], "*RST", "*RST"),
+    "tsp reset": (["1A03"], "reset()", None),
+    "slot open": (["1A03"], None, "ROUT:OPEN:ALL 1"),
+    "invert only": (["1A03"], 'channel.close("1B01")', "ROUTe:CLOSe (@1201)"),
+    "un-invert only": (["1A03", "1B01"], 'channel.open("1B01")', "ROUT:OPEN (@1201)"),
+    "range close": (["1A03"], None, "ROUT:CLOS (@1201:1202)"),
+}
+CASES = [
+    pytest.param(model, closed, line, id=f"{model} {change}")
+    for change, (closed, keithley, keysight) in RELAY_CHANGES.items()
+    for model, line in (("keithley-707b", keithley), ("keysight-34980a", keysight))
+    if line is not None
+]
+
+
+@pytest.mark.parametrize("model, closed, line", CASES)
+def test_every_relay_change_reaches_the_next_reading(configs, tmp_path, model, closed, line):
+    if model == "keysight-34980a":
+        closed = [KEYSIGHT_NAMES[name] for name in closed]
+    virtual = switch_bench(configs, tmp_path, model, closed)
+    matrix = virtual.emulators["matrix"]
+    before = virtual.circuit.reading(PROBE)
+    assert matrix.handle(line) is None and matrix.errors == []
+    after = virtual.circuit.reading(PROBE)
+    fresh = EmulatedCircuit(virtual.circuit.network, virtual.circuit.wiring, virtual.state).reading(PROBE)
+    assert after[:2] == pytest.approx(fresh[:2], rel=1e-9, abs=1e-12)
+    assert after[0] != pytest.approx(before[0], rel=1e-6, abs=1e-9)  # the change moved the probe
+
+
+@pytest.mark.parametrize("model", ["keithley-707b", "keysight-34980a"])
+def test_a_relay_query_changes_nothing_and_solves_nothing(configs, tmp_path, model):
+    closed = ["1A03"] if model == "keithley-707b" else ["1103"]
+    virtual = switch_bench(configs, tmp_path, model, closed)
+    virtual.circuit.reading(PROBE)
+    solves, version = virtual.circuit.solves, virtual.state.version
+    query = 'print(channel.getclose("allslots"))' if model == "keithley-707b" else "ROUT:CLOS? (@1103)"
+    assert virtual.emulators["matrix"].handle(query) in ("1A03", "1")
+    virtual.circuit.reading(PROBE)
+    assert (virtual.circuit.solves, virtual.state.version) == (solves, version)

@@ -12,14 +12,30 @@ from dataclasses import dataclass, field
 
 @dataclass
 class SmuState:
-    """One SMU channel as the front panel would show it."""
+    """One SMU channel as the front panel would show it.
+
+    Each source function keeps its own level, as on the instruments: changing the function sources
+    the level last set for that function, never the other function's number."""
 
     function: str = "V"  # "V" forces voltage, "I" forces current
-    level: float = 0.0
+    voltage: float = 0.0  # V, forced while the function is "V"
+    current: float = 0.0  # A, forced while the function is "I"
     current_limit: float = 1e-4  # A, compliance while forcing voltage
     voltage_limit: float = 2.0  # V, compliance while forcing current
     output: bool = False
     nplc: float = 1.0
+
+    @property
+    def level(self) -> float:
+        """What the channel forces: the level of its present source function."""
+        return self.voltage if self.function == "V" else self.current
+
+    @level.setter
+    def level(self, value: float) -> None:
+        if self.function == "V":
+            self.voltage = value
+        else:
+            self.current = value
 
 
 @dataclass
