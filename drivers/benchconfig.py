@@ -1,8 +1,9 @@
 """Bench configs: which instruments, where, how they meet the board, and the safety limits.
 
-Everything here is checked against the network before any instrument is touched. The file has
-keyed tables (`KEYS`, documented key by key like an experiment's) and maps (`MAPS`, one entry per
-network element):
+Everything here is checked against the network before any instrument is touched: `hil.config.load`
+runs `check_experiment` (registered below) on every bench config it loads, so every command
+refuses a bad bench config before it writes a log. The file has keyed tables (`KEYS`, documented
+key by key like an experiment's) and maps (`MAPS`, one entry per network element):
 
     [bench]               experiment, emulated, settle_seconds, nplc
     [limits]              max_volts, compliance_current, compliance_voltage, max_nudge_current,
@@ -19,20 +20,31 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from drivers.models import MATRIX, MODELS, POTS, SMU
 from drivers.pots import AD5206Model
 from drivers.router import Crosspoint, RouteMap
-from hil.config import REQUIRED, ConfigError, Key, check_table
+from drivers.switch import keithley_crosspoints, keysight_crosspoints
+from hil.config import (
+    REQUIRED,
+    ConfigError,
+    Experiment,
+    Key,
+    check_table,
+    name_of,
+    nearest,
+    number,
+    register_bench_check,
+    show,
+)
 from hil.network import Network
-
-
-def _within(low: float, high: float, unit: str) -> tuple[Any, str]:
-    check = lambda v: low <= v <= high  # noqa: E731
-    return check, f"from {low:g} to {high:g} {unit}".rstrip()
 
 
 def _address_ok(address: str) -> bool:
@@ -50,39 +62,68 @@ HARD_LIMITS = {
     "ramp_step": 200.0,
     "pot_terminal_volts": 5.5,
 }
-_NUMBER = (int, float)
+# A ramp is one write per step: a full swing (-max_volts to +max_volts) in more steps than this
+# would spend seconds per level change, for every source, in every phase.
+MAX_RAMP_STEPS = 1000
+MAX_INSTRUMENTS = 64
+# How each matrix model names its crosspoints (its driver refuses any other name).
+CROSSPOINT_NAMES = {
+    "keithley-707b": keithley_crosspoints,
+    "keithley-3706a": keithley_crosspoints,
+    "keysight-34980a": keysight_crosspoints,
+}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")  # "k26a" in "k26a.b": no dot, no space
 
 KEYS: dict[str, dict[str, Key]] = {
     "bench": {
         "experiment": Key(
             REQUIRED,
             str,
+            lambda v: bool(v.strip()),
             rule='the path of an experiment config, e.g. "xor-bench.toml"',
             doc="the experiment config this bench runs (relative to the bench config)",
         ),
         "emulated": Key(
             False, bool, doc="true: start a virtual bench of emulators on free local ports for the run"
         ),
-        "settle_seconds": Key(0.0, _NUMBER, *_within(0.0, 60.0, "s"), "wait after setting levels, s"),
-        "nplc": Key(1.0, _NUMBER, *_within(0.01, 10.0, "PLC"), "integration time of every SMU reading, PLC"),
+        "settle_seconds": number(0.0, 0.0, 60.0, "s", "wait after setting levels, s"),
+        "nplc": number(1.0, 0.01, 10.0, "PLC", "integration time of every SMU reading, PLC"),
     },
     "limits": {
-        "max_volts": Key(REQUIRED, _NUMBER, *_within(1e-12, 200.0, "V"), "the most any source may force, V"),
-        "compliance_current": Key(
+        "max_volts": number(
+            REQUIRED, 1e-3, HARD_LIMITS["max_volts"], "V", "the most any source may force, V"
+        ),
+        "compliance_current": number(
             REQUIRED,
-            _NUMBER,
-            *_within(1e-12, 1.0, "A"),
+            1e-9,
+            HARD_LIMITS["compliance_current"],
+            "A",
             "current limit of every voltage-forcing channel, set before output on, A",
         ),
-        "compliance_voltage": Key(
-            REQUIRED, _NUMBER, *_within(1e-12, 200.0, "V"), "voltage limit of the nudge and probe channels, V"
+        "compliance_voltage": number(
+            REQUIRED,
+            1e-3,
+            HARD_LIMITS["compliance_voltage"],
+            "V",
+            "voltage limit of the nudge and probe channels, V",
         ),
-        "max_nudge_current": Key(REQUIRED, _NUMBER, *_within(1e-12, 0.1, "A"), "largest nudge current, A"),
-        "ramp_step": Key(
-            REQUIRED, _NUMBER, *_within(1e-3, 200.0, "V"), "largest single step of a source level, V"
+        "max_nudge_current": number(
+            REQUIRED, 1e-12, HARD_LIMITS["max_nudge_current"], "A", "largest nudge current, A"
         ),
-        "pot_terminal_volts": Key(
-            REQUIRED, _NUMBER, *_within(1e-12, 5.5, "V"), "largest |V| on any digital-pot terminal, V"
+        "ramp_step": number(
+            REQUIRED,
+            1e-3,
+            HARD_LIMITS["ramp_step"],
+            "V",
+            "largest single step of a source level, V",
+            f"±max_volts in at most {MAX_RAMP_STEPS} steps",
+        ),
+        "pot_terminal_volts": number(
+            REQUIRED,
+            0.1,
+            HARD_LIMITS["pot_terminal_volts"],
+            "V",
+            "largest |V| on any digital-pot terminal, V",
         ),
     },
     "instruments.NAME": {
@@ -94,18 +135,24 @@ KEYS: dict[str, dict[str, Key]] = {
             str,
             _address_ok,
             "a VISA resource (TCPIP::host::port::SOCKET, ASRL…, GPIB…) or a serial port/URL",
-            "VISA resource, or serial port/URL for the pot bridge",
+            f"VISA resource, or serial port/URL for the pot bridge (at most {MAX_INSTRUMENTS} instruments)",
         ),
-        "channels": Key(6, int, *_within(1, 64, "channels"), "pot bridge: number of pots"),
-        "r_ab": Key(10e3, _NUMBER, *_within(1.0, 1e7, "Ω"), "pot bridge: end-to-end resistance R_AB, Ω"),
-        "r_w": Key(50.0, _NUMBER, *_within(0.0, 1e4, "Ω"), "pot bridge: wiper resistance R_W, Ω"),
+        "channels": number(6, 1, 64, "", "pot bridge: number of pots", kind=int),
+        "r_ab": number(10e3, 100.0, 1e7, "Ω", "pot bridge: end-to-end resistance R_AB, Ω"),
+        # A wiper of 0 Ω would make code 0 an infinite conductance.
+        "r_w": number(50.0, 1.0, 1e4, "Ω", "pot bridge: wiper resistance R_W, Ω"),
     },
     "probe": {
         "channel": Key(
             "", str, doc="SMU channel that forces 0 A and reads the nodes the matrix routes to it"
         ),
         "matrix": Key("", str, doc="the switch matrix (an [instruments] name) that routes the probe"),
-        "routes": Key({}, dict, doc="[probe.routes] node = crosspoints joining the probe to it"),
+        "routes": Key(
+            {},
+            dict,
+            rule='a table [probe.routes] of node = crosspoints, e.g. "7" = ["1A01"]',
+            doc="[probe.routes] node = crosspoints joining the probe to it",
+        ),
     },
 }
 MAPS = {
@@ -168,32 +215,57 @@ def read(path: str | Path) -> BenchConfig:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"bench config {path} not found: give the path to a bench .toml") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"bench config {path} cannot be read ({exc}): give the path to a bench .toml"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc}): fix the syntax at that line") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: malformed TOML (nested too deeply): fix the file") from exc
     return parse(path, raw)
+
+
+SECTIONS = ("bench", "limits", "instruments", "probe", *MAPS)
 
 
 def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
     """Check every table of a bench config on its own (`check_against` checks it with the network)."""
-    known = {"bench", "limits", "instruments", "probe", *MAPS}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown section [{unknown[0]}]: known sections are "
-            f"{', '.join(f'[{k}]' for k in sorted(known))}"
+        name = unknown[0]
+        guess = nearest(name, SECTIONS)
+        hint = (
+            f"did you mean [{guess}]?"
+            if guess
+            else f"known sections are {', '.join(f'[{k}]' for k in SECTIONS)}"
         )
+        raise ConfigError(f"{path}: unknown section [{name_of(name)}] in a bench config: {hint}")
     bench = check_table(path, "bench", raw.get("bench", {}), KEYS["bench"])
     limits = check_table(path, "limits", raw.get("limits", {}), KEYS["limits"])
+    steps = 2 * limits["max_volts"] / limits["ramp_step"]
+    if steps > MAX_RAMP_STEPS:
+        raise ConfigError(
+            f"{path}: [limits] ramp_step = {limits['ramp_step']:g} V takes {steps:,.0f} steps to swing "
+            f"±max_volts = {limits['max_volts']:g} V, more than {MAX_RAMP_STEPS}: raise ramp_step to at "
+            f"least {2 * limits['max_volts'] / MAX_RAMP_STEPS:g} V"
+        )
     instruments = _instruments(path, _map(path, raw, "instruments"))
     smu = _smu_channel(path, instruments)
     probe = check_table(path, "probe", raw.get("probe", {}), KEYS["probe"])
     if probe["matrix"] and instruments.get(probe["matrix"], _NONE).role != MATRIX:
         raise ConfigError(
-            f"{path}: [probe] matrix = {probe['matrix']!r} is not a switch matrix of this bench"
+            f"{path}: [probe] matrix = {show(probe['matrix'])} is not a switch matrix of this bench: "
+            "name one of its [instruments] with a matrix model"
         )
+    amplifiers = {
+        k: _crosspoints(path, f"amplifiers.{name_of(k)}", v) for k, v in _map(path, raw, "amplifiers").items()
+    }
+    routes = {str(k): _crosspoints(path, f"probe.routes.{name_of(k)}", v) for k, v in probe["routes"].items()}
+    _check_crosspoints(path, instruments, probe["matrix"] or None, routes, amplifiers)
     return BenchConfig(
         path,
-        (path.parent / bench["experiment"]).resolve(),
+        _experiment_path(path, bench["experiment"]),
         bench["emulated"],
         float(bench["settle_seconds"]),
         float(bench["nplc"]),
@@ -203,25 +275,45 @@ def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
         {str(k): smu("nudges", k, v) for k, v in _map(path, raw, "nudges").items()},
         smu("probe", "channel", probe["channel"]) if probe["channel"] else None,
         probe["matrix"] or None,
-        {str(k): _crosspoints(path, f"probe.routes.{k}", v) for k, v in probe["routes"].items()},
+        routes,
         _pots(path, _map(path, raw, "pots"), instruments),
-        {k: _crosspoints(path, f"amplifiers.{k}", v) for k, v in _map(path, raw, "amplifiers").items()},
+        amplifiers,
     )
 
 
 _NONE = InstrumentSpec("", "keithley-2450", "")
 
 
+def _experiment_path(path: Path, experiment: str) -> Path:
+    try:
+        return (path.parent / experiment).resolve()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: [bench] experiment = {show(experiment)} is not a usable path ({exc}): name an "
+            "experiment config, relative to the bench config"
+        ) from exc
+
+
 def _map(path: Path, raw: dict[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{path}: [{key}] must be a table")
+        raise ConfigError(f"{path}: {key} = {show(value)} must be a table: write it as [{key}]")
     return value
 
 
 def _instruments(path: Path, tables: dict[str, Any]) -> dict[str, InstrumentSpec]:
+    if len(tables) > MAX_INSTRUMENTS:
+        raise ConfigError(
+            f"{path}: [instruments] lists {len(tables)} instruments, more than {MAX_INSTRUMENTS}: split the "
+            "bench or remove the ones it does not use"
+        )
     specs: dict[str, InstrumentSpec] = {}
     for name, table in tables.items():
+        if not _NAME.fullmatch(name):
+            raise ConfigError(
+                f"{path}: [instruments.{name_of(name)}]: an instrument name is a letter then letters, "
+                'digits, _ or - (at most 32; no dot, it separates "name.channel"): rename it'
+            )
         section = f"instruments.{name}"
         keys = KEYS["instruments.NAME"]
         model = table.get("model") if isinstance(table, dict) else None
@@ -243,12 +335,17 @@ def _smu_channel(path: Path, instruments: dict[str, InstrumentSpec]) -> Any:
     def channel(section: str, key: str, value: Any) -> str:
         inst, _, ch = str(value).partition(".")
         spec = instruments.get(inst)
-        if spec is None or spec.role != SMU or ch not in (MODELS[spec.model].channels or ("",)):
+        if (
+            not isinstance(value, str)
+            or spec is None
+            or spec.role != SMU
+            or ch not in (MODELS[spec.model].channels or ("",))
+        ):
             raise ConfigError(
-                f"{path}: [{section}] {key} = {value!r} is not an SMU channel of this bench "
-                '(e.g. "smu1" for a 2450, "k26.a" for a 2600B, "b29.1" for a B2900)'
+                f"{path}: [{section}] {name_of(str(key))} = {show(value)} is not an SMU channel of this "
+                'bench: name one (e.g. "smu1" for a 2450, "k26.a" for a 2600B, "b29.1" for a B2900)'
             )
-        return str(value)
+        return value
 
     return channel
 
@@ -260,10 +357,16 @@ def _pots(
     for edge, where in table.items():
         bank, _, ch = str(where).partition(".")
         spec = instruments.get(bank)
-        if spec is None or spec.role != POTS or not ch.isdigit() or not 1 <= int(ch) <= spec.channels:
+        if (
+            not isinstance(where, str)
+            or spec is None
+            or spec.role != POTS
+            or not re.fullmatch(r"[0-9]{1,3}", ch)
+            or not 1 <= int(ch) <= spec.channels
+        ):
             raise ConfigError(
-                f"{path}: [pots] {edge} = {where!r} is not a pot channel of this bench "
-                '("bank.channel", channels numbered from 1)'
+                f"{path}: [pots] {name_of(edge)} = {show(where)} is not a pot channel of this bench: "
+                'name one as "bank.channel", channels numbered from 1'
             )
         pots[edge] = (bank, int(ch))
     return pots
@@ -271,8 +374,45 @@ def _pots(
 
 def _crosspoints(path: Path, where: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(x, str) for x in value):
-        raise ConfigError(f'{path}: [{where}] must be a list of crosspoint names, e.g. ["1A01"]')
+        raise ConfigError(
+            f'{path}: [{where}] = {show(value)} must be a list of crosspoint names, e.g. ["1A01"]: fix it'
+        )
     return value
+
+
+def _check_crosspoints(
+    path: Path,
+    instruments: dict[str, InstrumentSpec],
+    probe_matrix: str | None,
+    routes: dict[str, list[str]],
+    amplifiers: dict[str, list[str]],
+) -> None:
+    """Every crosspoint named as its matrix names them, and each relay given one job only."""
+    matrices = [name for name, spec in instruments.items() if spec.role == MATRIX]
+    if amplifiers and not matrices:
+        raise ConfigError(
+            f"{path}: [amplifiers] needs a switch matrix for its inverting relays: add one to [instruments]"
+        )
+    # The amplifier relays sit on the probe's matrix, or on the only one there is (drivers.bench).
+    matrix = probe_matrix or (matrices[0] if matrices else None)
+    jobs: dict[str, str] = {}
+    for kind, table in (("probe.routes", routes), ("amplifiers", amplifiers)):
+        if matrix is None:
+            continue
+        valid = CROSSPOINT_NAMES[instruments[matrix].model]
+        for key, names in table.items():
+            where = f"[{kind}] {name_of(key)}"
+            try:
+                valid(names)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {where}: {exc}: fix the crosspoint names") from None
+            for cp in names:
+                if cp in jobs:
+                    raise ConfigError(
+                        f"{path}: {where} uses crosspoint {cp}, which {jobs[cp]} uses too: give each relay "
+                        "one job"
+                    )
+                jobs[cp] = where
 
 
 def probe_routes(config: BenchConfig, network: Network) -> RouteMap:
@@ -290,17 +430,41 @@ def max_source_volts(network: Network, inputs: Any) -> float:
     return float(max((abs(v) for x in inputs for v in network.source_values(x)), default=0.0))
 
 
+def _unknown_entries(config: BenchConfig, network: Network) -> None:
+    """Every map entry names something of this network: a typo is not silently ignored."""
+    tables: list[tuple[str, Iterable[str], list[str], str]] = [
+        ("sources", config.sources, [s.name for s in network.sources], "a source"),
+        ("nudges", config.nudges, network.nudge_nodes, "an output node"),
+        ("pots", config.pots, network.edge_names, "an edge"),
+        ("amplifiers", config.amplifiers, [a.name for a in network.amplifiers], "an amplifier"),
+        ("probe.routes", config.probe_routes, network.nodes, "a node"),
+    ]
+    for table, entries, known, what in tables:
+        names = set(known)
+        for key in entries:
+            if key not in names:
+                guess = nearest(key, known)
+                fix = f"did you mean {guess!r}?" if guess else "remove it"
+                raise ConfigError(
+                    f"{config.path}: [{table}] {name_of(key)} is not {what} of network "
+                    f"'{network.name}': {fix}"
+                )
+
+
 def check_against(config: BenchConfig, network: Network, method: str, max_source_volts: float) -> None:
     """Everything that needs the network: wiring complete, limits respected. Before any I/O."""
     p = config.path
+    _unknown_entries(config, network)
     for s in network.sources:
         if s.name not in config.sources:
-            raise ConfigError(f"{p}: [sources] has no SMU channel for source {s.name} (node {s.node})")
+            raise ConfigError(
+                f"{p}: [sources] has no SMU channel for source {s.name} (node {s.node}): add one"
+            )
     for node in network.nudge_nodes:
         if node not in config.nudges:
-            raise ConfigError(f"{p}: [nudges] has no SMU channel for output node {node!r}")
-    used = config.smu_channels()
-    twice = sorted({c for c in used if used.count(c) > 1})
+            raise ConfigError(f"{p}: [nudges] has no SMU channel for output node {node!r}: add one")
+    used = Counter(config.smu_channels())
+    twice = sorted(c for c, n in used.items() if n > 1)
     if twice:
         raise ConfigError(
             f"{p}: SMU channel {twice[0]} has two jobs: give each source, nudge and the probe its own"
@@ -313,24 +477,30 @@ def check_against(config: BenchConfig, network: Network, method: str, max_source
                     f"{p}: no route to measure node {node!r} (edge {edge.name}): add it to [probe.routes]"
                 )
         if edge.name not in config.pots:
-            raise ConfigError(f"{p}: [pots] has no pot channel for edge {edge.name}")
+            raise ConfigError(f"{p}: [pots] has no pot channel for edge {edge.name}: add one")
     if config.probe_routes and (config.probe_channel is None or config.probe_matrix is None):
-        raise ConfigError(f"{p}: [probe] needs channel and matrix to use its routes")
+        raise ConfigError(f"{p}: [probe] needs channel and matrix to use its routes: give both")
     driven = {s.node for s in network.sources}
     for node in config.probe_routes:
         if node in driven:
             raise ConfigError(
-                f"{p}: [probe.routes] {node!r} is a source node: the probe would sit on an SMU output"
+                f"{p}: [probe.routes] {node!r} is a source node: the probe would sit on an SMU output; "
+                "remove it"
+            )
+        if node in config.nudges:
+            raise ConfigError(
+                f"{p}: [probe.routes] {node!r} is a nudged output: its nudge channel reads it; "
+                "remove the route"
             )
     where = list(config.pots.values())
     if len(set(where)) != len(where):
-        raise ConfigError(f"{p}: [pots] two edges share one pot channel")
+        raise ConfigError(f"{p}: [pots] two edges share one pot channel: give each edge its own")
     amp_names = {a.name for a in network.amplifiers}
     for g in network.conductances:
         if g.signed_by in amp_names and g.signed_by not in config.amplifiers:
             raise ConfigError(
                 f"{p}: edge {g.name} can turn negative by inverting amplifier {g.signed_by}, but "
-                f"[amplifiers] has no inverting relay for it"
+                f"[amplifiers] has no inverting relay for it: add one"
             )
     if method == "pcm":
         raise ConfigError(
@@ -341,10 +511,52 @@ def check_against(config: BenchConfig, network: Network, method: str, max_source
     if max_source_volts > lim["max_volts"]:
         raise ConfigError(
             f"{p}: the experiment drives sources to {max_source_volts:g} V, above [limits] "
-            f"max_volts = {lim['max_volts']:g}: lower the inputs or raise the limit"
+            f"max_volts = {lim['max_volts']:g}: lower its [dataset] input_low/input_high (or bias_volts) "
+            "or raise the limit"
         )
     if lim["compliance_voltage"] < lim["max_volts"] and config.nudges:
         raise ConfigError(
             f"{p}: [limits] compliance_voltage = {lim['compliance_voltage']:g} is below "
-            f"max_volts = {lim['max_volts']:g}: the nudge and probe SMUs would clip node voltages"
+            f"max_volts = {lim['max_volts']:g}: the nudge and probe SMUs would clip node voltages; raise it"
         )
+
+
+def check_experiment(experiment: Experiment) -> None:
+    """A bench config with the experiment it names, before any log or instrument: its tables,
+    the wiring against the network, and what the experiment will ask of its parts."""
+    if experiment.bench is None:
+        return
+    config = parse(experiment.bench.path, experiment.bench.tables)
+    network, hyper, data = experiment.network(), experiment.hyper(), experiment.dataset()
+    # A dry run measures on a simulator, which can do what a bench cannot (pcm); the bench's own
+    # tables, wiring and limits must hold all the same, or the rehearsal rehearses nothing.
+    method = "" if experiment.dry_run else hyper.method
+    check_against(config, network, method, max_source_volts(network, data.inputs))
+    p = config.path
+    if not experiment.dry_run and "pcm" in experiment["sweep"]["methods"]:
+        raise ConfigError(
+            f"{p}: [sweep] methods names pcm, which a bench cannot measure: remove it (or sweep "
+            "with --backend numeric, a dry run)"
+        )
+    # Each edge's pot must reach the whole device range the trainer clips to.
+    for edge, (bank, channel) in sorted(config.pots.items()):
+        part = config.instruments[bank].pot_model()
+        low = part.nominal_conductance(part.taps - 1)
+        high = part.nominal_conductance(0)
+        tolerance = 1e-9 * high
+        if hyper.g_min < low - tolerance or hyper.g_max > high + tolerance:
+            raise ConfigError(
+                f'{p}: [pots] {edge} = "{bank}.{channel}" reaches {low:.4g} to {high:.4g} S, but the '
+                f"experiment's [conductances] g_min = {hyper.g_min:g}, g_max = {hyper.g_max:g} go beyond: "
+                "narrow the device range to the pots' (or set r_ab, r_w to the parts fitted)"
+            )
+    # The first nudge (y near 0) is beta·|t|: beyond the limit, every nudged phase would be refused.
+    nudge = hyper.beta * float(np.max(np.abs(data.targets)))
+    if nudge > config.limits["max_nudge_current"]:
+        raise ConfigError(
+            f"{p}: [limits] max_nudge_current = {config.limits['max_nudge_current']:g} A is below the nudge "
+            f"beta·|t| = {nudge:g} A the experiment asks for: lower [training] beta or raise the limit"
+        )
+
+
+register_bench_check(check_experiment)

@@ -4,17 +4,28 @@ A config has the sections [circuit], [conductances], [dataset], [training], [swe
 [backend] (`SCHEMA`). Every key has a default, a type, a range and a meaning; an unknown key or a
 bad value is a one-line `ConfigError` that names the file, the key and what to do.
 
+Checked before anything is built, written or touched: every number finite and inside its key's
+window (a physically sensible one, stated in the key's doc and so in `hil keys`); ranges that
+cannot be empty (g_min < g_max, the initial draw inside them); sizes under stated caps, counted
+from the config before the network is built (`LIMITS`); the work a simulator would do before its
+first answer (`twin_cost`); the circuit's shape against the data set's. An empty file, an
+unknown key or section (with the nearest known name), a bench config naming a bench config are
+refused too.
+
 A bench config (one with a [bench] table, see `drivers.benchconfig`) loads as the experiment it
-names, run on that bench; its tables travel with the experiment unread here, for the bench
-backend to check.
+names, run on that bench; its tables travel with the experiment and are checked by the package
+that drives benches (`register_bench_check`), still inside `load`.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +42,24 @@ class ConfigError(ValueError):
     """A config that cannot be used, with the reason and the fix in one line."""
 
 
+def show(value: Any, width: int = 48) -> str:
+    """A value as an error line quotes it: its repr (newlines escaped), shortened."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def name_of(name: str) -> str:
+    """A key or section name as an error line quotes it: bare when plain, else its repr."""
+    return name if re.fullmatch(r"[A-Za-z0-9_.\-]{1,48}", name) else show(name)
+
+
+def nearest(name: str, known: Sequence[str]) -> str | None:
+    """The known name a typo most likely meant, if any is close."""
+    by_case = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(str(name).lower(), list(by_case), n=1, cutoff=0.6)
+    return by_case[close[0]] if close else None
+
+
 @dataclass(frozen=True)
 class Key:
     """One config key: its default, type, check, the rule an error message states, and what it
@@ -45,9 +74,13 @@ class Key:
     def refusal(self, value: Any) -> str | None:
         """Why `value` is not acceptable, or None when it is."""
         ok_type = isinstance(value, self.kind) and not (isinstance(value, bool) and self.kind is not bool)
-        if ok_type and self.check(value):
+        # NaN passes no comparison and inf passes some: no number of any key may be either.
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if ok_type and finite and self.check(value):
             return None
-        return self.rule or (self.kind.__name__ if isinstance(self.kind, type) else "a number")
+        if self.rule:
+            return self.rule
+        return "true or false" if self.kind is bool else getattr(self.kind, "__name__", "a number")
 
 
 class _Required:
@@ -60,16 +93,65 @@ class _Required:
 REQUIRED: Any = _Required()
 
 
-def _positive(v: float) -> bool:
-    return v > 0
+@dataclass(frozen=True)
+class SameAs:
+    """The default of a key that follows another key of its table (given before it)."""
+
+    key: str
+
+    def __repr__(self) -> str:
+        return self.key
 
 
-def _finite(v: float) -> bool:
-    return math.isfinite(v)
+NUMBER = (int, float)
 
 
-def _positive_finite(v: float) -> bool:
-    return 0 < v < math.inf
+def _figure(x: float) -> str:
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def _window(low: float, high: float, unit: str = "") -> str:
+    return f"from {_figure(low)} to {_figure(high)}{' ' + unit if unit else ''}"
+
+
+def number(
+    default: Any,
+    low: float,
+    high: float,
+    unit: str,
+    doc: str,
+    note: str = "",
+    rule: str | None = None,
+    kind: Any = NUMBER,
+) -> Key:
+    """A number in [low, high]: the rule states the window and so does the doc (hence `hil keys`),
+    with `note` after it."""
+    window = _window(low, high, unit)
+    noun = "an integer" if kind is int else "a number"
+    shown = f"{doc} ({window}{'; ' + note if note else ''})"
+    return Key(default, kind, lambda v: low <= v <= high, rule or f"{noun} {window}", shown)
+
+
+def _layers_ok(v: list[Any]) -> bool:
+    return 1 <= len(v) <= LIMITS["hidden_layers"] and all(
+        type(h) is int and 1 <= h <= LIMITS["width"] for h in v
+    )
+
+
+def _multipliers_ok(v: dict[str, Any]) -> bool:
+    return all(
+        re.fullmatch(r"[0-9]{1,3}", k) and type(x) in (int, float) and 1e-15 <= x <= 1e6 for k, x in v.items()
+    )
+
+
+def _rates_ok(v: dict[str, Any]) -> bool:
+    return all(k in METHODS and type(x) in (int, float) and 1e-15 <= x <= 1e3 for k, x in v.items())
+
+
+def _methods_ok(v: list[Any]) -> bool:
+    return all(isinstance(m, str) and m in METHODS for m in v) and len(set(v)) == len(v)
 
 
 BUILDERS = ("seed-xor", "xor", "layered")
@@ -90,6 +172,24 @@ LAYERED_ONLY = (
     "temperature",
 )
 
+# Caps on what a config may ask for, each stated in the doc of its key (and so in `hil keys`).
+# MNIST-sized networks stay inside: 784-100-10 with every signal doubled is 161,040 conductances.
+LIMITS: dict[str, float] = {
+    "inputs": 1024,
+    "width": 4096,  # nodes of one hidden layer
+    "hidden_layers": 16,
+    "outputs": 256,
+    "conductances": 200_000,
+    # Layer 1's signal reaches the output scaled by 1/A² per amplifier on the way: beyond 1e12 it
+    # sinks under a double's 1e-16 relative precision (and any instrument's noise) with no margin.
+    "compensation": 1e12,
+    # The twin (`numeric`) solves with dense matrices: one of conductances × nodes entries (8
+    # bytes each: 3.2 GB at the cap), and conductances × nodes × free nodes multiply-adds before
+    # its first answer (3e10 took 7 s on one core). Sparse ngspice needs no such cap.
+    "twin_memory": 4e8,
+    "twin_work": 5e10,
+}
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "circuit": {
         "builder": Key(
@@ -100,42 +200,48 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "the circuit: `xor` (the seed topology, corrected), `seed-xor` (the seed circuit exactly, "
             "flaws included) or `layered` (any sizes; the keys below)",
         ),
-        "amplifier_gain": Key(4.0, (int, float), _positive_finite, "> 0", "gain A of every amplifier"),
+        "amplifier_gain": number(
+            4.0,
+            0.1,
+            100.0,
+            "",
+            "gain A of every amplifier",
+            f"A^(2·hidden layers) from 1/{_figure(LIMITS['compensation'])} "
+            f"to {_figure(LIMITS['compensation'])}",
+        ),
         "seed_pairing": Key(
             True,
             bool,
             doc="`seed-xor` only: update conductances with the seed's mis-paired voltage drops",
         ),
-        "inputs": Key(2, int, _positive, ">= 1", "`layered`: number of inputs"),
+        "inputs": number(2, 1, LIMITS["inputs"], "", "`layered`: number of inputs", kind=int),
         "hidden": Key(
             [2],
             list,
-            lambda v: len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
-            "a non-empty list of positive integers",
-            "`layered`: width of each hidden layer, e.g. [4, 4]",
+            _layers_ok,
+            f"a list of 1 to {_figure(LIMITS['hidden_layers'])} layer widths, each an integer from 1 to "
+            f"{_figure(LIMITS['width'])}",
+            f"`layered`: width of each hidden layer, e.g. [4, 4] (1 to {_figure(LIMITS['hidden_layers'])} "
+            f"layers of 1 to {_figure(LIMITS['width'])}; at most {LIMITS['conductances']:,.0f} conductances "
+            f"in all; numeric backend: conductances × nodes ≤ {_figure(LIMITS['twin_memory'])} and × free "
+            f"nodes ≤ {_figure(LIMITS['twin_work'])})",
         ),
-        "outputs": Key(1, int, _positive, ">= 1", "`layered`: number of outputs"),
+        "outputs": number(1, 1, LIMITS["outputs"], "", "`layered`: number of outputs", kind=int),
         "duplicate_inputs": Key(True, bool, doc="`layered`: every input (and bias) also as its negative"),
         "duplicate_hidden": Key(True, bool, doc="`layered`: each hidden node drives a +A and a −A amplifier"),
         "doubled_outputs": Key(True, bool, doc="`layered`: each output is y = V+ − V−"),
-        "bias_volts": Key(1.0, (int, float), _finite, "a number of volts", "`layered`: bias source level, V"),
-        "output_load": Key(
-            0.0, (int, float), lambda v: 0 <= v < math.inf, ">= 0 S", "`layered`: load on each output, S"
-        ),
-        "clamp_volts": Key(0.3, (int, float), _positive_finite, "> 0 V", "`layered`: diode clamp offset, V"),
-        "temperature": Key(
-            27.0,
-            (int, float),
-            lambda v: -273.15 < v < 500,
-            "a temperature in °C",
-            "`layered`: circuit temperature, °C",
-        ),
+        "bias_volts": number(1.0, -200.0, 200.0, "V", "`layered`: bias source level, V"),
+        "output_load": number(0.0, 0.0, 1e3, "S", "`layered`: load on each output, S", "0: none"),
+        "clamp_volts": number(0.3, 1e-3, 100.0, "V", "`layered`: diode clamp offset, V"),
+        "temperature": number(27.0, -55.0, 150.0, "°C", "`layered`: circuit temperature, °C"),
     },
     "conductances": {
-        "g_min": Key(1e-4, (int, float), _positive_finite, "> 0 S", "device range: smallest |g|, S"),
-        "g_max": Key(0.1, (int, float), _positive_finite, "> 0 S", "device range: largest |g|, S"),
-        "init_low": Key(1e-4, (int, float), _positive_finite, "> 0 S", "initial draw: lower end, S"),
-        "init_high": Key(0.1, (int, float), _positive_finite, "> 0 S", "initial draw: upper end, S"),
+        "g_min": number(1e-4, 1e-12, 1e3, "S", "device range: smallest |g|, S", "below g_max"),
+        "g_max": number(0.1, 1e-12, 1e3, "S", "device range: largest |g|, S"),
+        "init_low": number(
+            SameAs("g_min"), 1e-12, 1e3, "S", "initial draw: lower end, S", "g_min to init_high"
+        ),
+        "init_high": number(SameAs("g_max"), 1e-12, 1e3, "S", "initial draw: upper end, S", "at most g_max"),
         "generator": Key(
             "numpy",
             str,
@@ -143,14 +249,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "'numpy' (PCG64) or 'numpy-legacy' (np.random.seed, as the seed code)",
             "random generator of the initial draw: `numpy` (PCG64) or `numpy-legacy` (the seed's)",
         ),
-        "seed": Key(0, int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", "seed of the initial draw"),
-        "skip": Key(
-            0,
-            int,
-            lambda v: 0 <= v <= 1_000_000,
-            "from 0 to 1000000 draws",
-            "draws to discard first (the seed's code skips 1)",
-        ),
+        "seed": number(0, 0, 2**32 - 1, "", "seed of the initial draw", kind=int),
+        "skip": number(0, 0, 1_000_000, "", "draws to discard first", "the seed's code skips 1", kind=int),
     },
     "dataset": {
         "name": Key(
@@ -160,10 +260,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
             f"one of {', '.join(datasets.DATASETS)}",
             "the data set: `xor` (4 rows) or `case1` (the 2023 paper's single sample)",
         ),
-        "input_low": Key(-2.0, (int, float), _finite, "a number of volts", "input level for bit 0, V"),
-        "input_high": Key(2.0, (int, float), _finite, "a number of volts", "input level for bit 1, V"),
-        "target_low": Key(0.0, (int, float), _finite, "a number of volts", "target level for 0, V"),
-        "target_high": Key(1.0, (int, float), _finite, "a number of volts", "target level for 1, V"),
+        "input_low": number(-2.0, -200.0, 200.0, "V", "input level for bit 0, V"),
+        "input_high": number(2.0, -200.0, 200.0, "V", "input level for bit 1, V"),
+        "target_low": number(0.0, -200.0, 200.0, "V", "target level for 0, V"),
+        "target_high": number(1.0, -200.0, 200.0, "V", "target level for 1, V"),
     },
     "training": {
         "method": Key(
@@ -173,29 +273,30 @@ SCHEMA: dict[str, dict[str, Key]] = {
             f"one of {', '.join(METHODS)}",
             "estimator: `vdm`, `vdm-centered` or `pcm` (the seed's, biased)",
         ),
-        "beta": Key(1e-6, (int, float), _positive_finite, "> 0 A/V", "nudge strength β, A/V"),
-        "learning_rate": Key(2e-4, (int, float), _positive_finite, "> 0", "η in g ← g − η·∂L/∂g"),
+        # Below 1e-15 A/V the nudge moves no node by more than a double resolves.
+        "beta": number(
+            1e-6, 1e-15, 1.0, "A/V", "nudge strength β, A/V", rule="> 0 A/V (from 1e-15 to 1 A/V)"
+        ),
+        "learning_rate": number(2e-4, 1e-15, 1e3, "", "η in g ← g − η·∂L/∂g"),
         "layer_learning_rates": Key(
             {},
             dict,
-            lambda v: all(
-                k.isdigit() and isinstance(x, int | float) and 0 < x < math.inf for k, x in v.items()
-            ),
-            'a table of layer = multiplier > 0, e.g. { "1" = 0.5 }',
-            'per-layer multipliers of η, e.g. { "1" = 0.5 }',
+            _multipliers_ok,
+            'a table of layer = multiplier from 1e-15 to 1e6, e.g. { "1" = 0.5 }',
+            'per-layer multipliers of η, e.g. { "1" = 0.5 } (layers of the circuit; from 1e-15 to 1e6)',
         ),
-        "epochs": Key(50, int, lambda v: 1 <= v <= 1_000_000, "from 1 to 1000000", "passes over the data"),
-        "batch_size": Key(1, int, _positive, ">= 1 (1 = online)", "samples per update (1 = online)"),
+        "epochs": number(50, 1, 1_000_000, "", "passes over the data", kind=int),
+        "batch_size": number(
+            1, 1, 1_000_000, "", "samples per update", "1 = online; at most the data set's samples", kind=int
+        ),
         "shuffle": Key(False, bool, doc="shuffle the samples every epoch (false: the data set's order)"),
-        "seed": Key(0, int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", "seed of the shuffling"),
-        "pcm_perturbation": Key(
-            0.01, (int, float), lambda v: 0 < v < 1, "in (0, 1)", "`pcm`: relative step of each |g|"
-        ),
-        "success_db": Key(
+        "seed": number(0, 0, 2**32 - 1, "", "seed of the shuffling", kind=int),
+        "pcm_perturbation": number(0.01, 1e-6, 0.5, "", "`pcm`: relative step of each |g|"),
+        "success_db": number(
             -9.0,
-            (int, float),
-            _finite,
-            "a number of dB",
+            -400.0,
+            100.0,
+            "dB",
             "a run succeeds when its final error is at or below this (sweeps, reports), dB",
         ),
     },
@@ -210,18 +311,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "methods": Key(
             [],
             list,
-            lambda v: all(m in METHODS for m in v) and len(set(v)) == len(v),
+            _methods_ok,
             f"a list of distinct methods from {', '.join(METHODS)} ([] = [training] method)",
             "methods a sweep compares ([] = the [training] method)",
         ),
         "learning_rates": Key(
             {},
             dict,
-            lambda v: all(
-                k in METHODS and isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < math.inf
-                for k, x in v.items()
-            ),
-            "a table of method = learning rate > 0, e.g. { pcm = 1e-2 }",
+            _rates_ok,
+            "a table of method = learning rate from 1e-15 to 1e3, e.g. { pcm = 1e-2 }",
             "per-method η in a sweep, e.g. { pcm = 1e-2 } (else [training] learning_rate)",
         ),
     },
@@ -233,15 +331,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
             f"one of {', '.join(BACKENDS)}",
             "`spice` (ngspice), `numeric` (the twin); `bench` is set by loading a bench config",
         ),
-        "reltol": Key(1e-9, (int, float), lambda v: 0 < v <= 1e-2, "in (0, 1e-2]", "ngspice RELTOL"),
-        "vntol": Key(1e-12, (int, float), lambda v: 0 < v <= 1e-3, "in (0, 1e-3] V", "ngspice VNTOL, V"),
-        "abstol": Key(1e-15, (int, float), lambda v: 0 < v <= 1e-6, "in (0, 1e-6] A", "ngspice ABSTOL, A"),
-        "gmin": Key(
+        # Smaller tolerances ask for more than double precision gives (and GMIN below 1e-15 S
+        # leaves a junction's matrix row singular in all but name).
+        "reltol": number(1e-9, 1e-14, 1e-2, "", "ngspice RELTOL"),
+        "vntol": number(1e-12, 1e-15, 1e-3, "V", "ngspice VNTOL, V"),
+        "abstol": number(1e-15, 1e-18, 1e-6, "A", "ngspice ABSTOL, A"),
+        "gmin": number(
             1e-12,
-            (int, float),
-            lambda v: 0 < v <= 1e-6,
-            "in (0, 1e-6] S",
-            "shunt conductance of every junction, S (ngspice GMIN; the twin uses it too)",
+            1e-15,
+            1e-6,
+            "S",
+            "shunt conductance of every junction, S",
+            "ngspice GMIN; the twin uses it too",
         ),
         "bench": Key("", str, rule="the path of a bench config", doc="set by loading a bench config"),
     },
@@ -350,13 +451,111 @@ def _build_network(c: dict[str, Any]) -> Network:
     )
 
 
+# ---------------------------------------------------------------------------------------- sizes
+@dataclass(frozen=True)
+class Size:
+    """What a circuit section asks for, counted without building it."""
+
+    conductances: int
+    nodes: int
+    free_nodes: int  # nodes no source or amplifier drives: the unknowns of the twin
+    layers: int  # trainable layers (hidden layers + the output layer)
+    inputs: int
+    outputs: int
+
+
+XOR_SIZE = Size(conductances=8, nodes=11, free_nodes=3, layers=2, inputs=2, outputs=1)
+
+
+def circuit_size(c: dict[str, Any]) -> Size:
+    """The size of the network a checked [circuit] table builds (`builders.layered`'s counts)."""
+    if c["builder"] != "layered":
+        return XOR_SIZE
+    sign_in = 2 if c["duplicate_inputs"] else 1
+    sign_hidden = 2 if c["duplicate_hidden"] else 1
+    per_output = 2 if c["doubled_outputs"] else 1
+    hidden: list[int] = c["hidden"]
+    fan_in = [c["inputs"] * sign_in] + [h * sign_hidden for h in hidden]  # signals into each layer
+    fan_out = [*hidden, c["outputs"] * per_output]
+    conductances = sum((n + sign_in) * m for n, m in zip(fan_in, fan_out, strict=True))  # + its bias
+    sources = c["inputs"] * sign_in + sign_in * len(fan_out)
+    free = sum(hidden) + c["outputs"] * per_output
+    nodes = sources + sum(hidden) * sign_hidden + free
+    return Size(conductances, nodes, free, len(fan_out), c["inputs"], c["outputs"])
+
+
+def twin_cost(size: Size) -> tuple[float, float]:
+    """(matrix entries, multiply-adds before the first answer) of the twin on this circuit."""
+    return float(size.conductances) * size.nodes, float(size.conductances) * size.nodes * size.free_nodes
+
+
+# ---------------------------------------------------------------------------------------- bench hook
+# A bench config's own tables are checked by the package that drives benches, which the method
+# must not import: it registers its check here when imported (`drivers.benchconfig`), and `load`
+# imports the bench backend through its entry point when nothing has yet. So no command reaches
+# a run log or an instrument with an unchecked bench config.
+BenchCheck = Callable[["Experiment"], None]
+_bench_checks: list[BenchCheck] = []
+BACKEND_GROUP = "eqprop_hil.backends"  # hil.backends.GROUP (that module imports this one)
+
+
+def register_bench_check(check: BenchCheck) -> None:
+    """Have `load` run `check` on every experiment loaded through a bench config."""
+    if check not in _bench_checks:
+        _bench_checks.append(check)
+
+
+def _check_bench(experiment: Experiment) -> None:
+    if not _bench_checks:
+        for entry in metadata.entry_points(group=BACKEND_GROUP, name="bench"):
+            entry.load()  # its package registers the check as it is imported
+    if not _bench_checks:
+        raise ConfigError(
+            f"{experiment.bench.path if experiment.bench else experiment.path}: no bench backend is "
+            "installed to check this bench config: install eqprop-hil with `pip install -e .`"
+        )
+    for check in _bench_checks:
+        check(experiment)
+
+
+# ---------------------------------------------------------------------------------------- reading
+MAX_FILE_BYTES = 1 << 20  # a config is a page of text; more is a wrong file, read for nothing
+
+
 def _read_toml(path: Path, what: str, fix: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found: {fix}")
+    shown = str(path) if str(path).isprintable() else show(str(path), 200)
+    shown = shown if len(shown) <= 200 else shown[:199] + "…"
     try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        if not path.is_file():
+            raise ConfigError(f"{what} {shown} not found: {fix}")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{what} {shown} is {size:,} bytes, not a config (at most {MAX_FILE_BYTES:,}): {fix}"
+            )
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{what} {shown} cannot be read ({exc.strerror or exc}): {fix}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+        ) from exc
+    return _parse_toml(text, path)
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc}): fix the syntax at that line") from exc
+    except RecursionError as exc:
+        raise ConfigError(
+            f"{path}: malformed TOML (nested too deeply): fix the file; a config nests a few levels at most"
+        ) from exc
+
+
+def _sets_nothing(raw: dict[str, Any]) -> bool:
+    return all(isinstance(v, dict) and not v for v in raw.values())
 
 
 def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Experiment:
@@ -370,6 +569,17 @@ def load(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -
     if "bench" in raw:
         bench = BenchFile(path.resolve(), raw)
         raw, path = _bench_experiment(path, raw)
+    if _sets_nothing(raw):
+        raise ConfigError(
+            f"{path}: the config is empty: it sets no key and would run on defaults alone: give at least "
+            '[circuit] builder (e.g. builder = "xor"), or start from configs/xor.toml'
+        )
+    given_backend = raw.get("backend")
+    if bench is None and isinstance(given_backend, dict) and given_backend.get("bench", "") != "":
+        raise ConfigError(
+            f"{path}: [backend] bench = {show(given_backend['bench'])} is set by loading a bench config: "
+            "remove it and run hil on the bench config, which names this experiment"
+        )
     for section, values in (overrides or {}).items():
         if not isinstance(raw.setdefault(section, {}), dict):
             raise ConfigError(f"{path}: {section} must be a table [{section}]")
@@ -398,91 +608,221 @@ def loads(
     """An experiment from resolved TOML text (what a run log keeps), checked like a file."""
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: its config is malformed TOML ({exc})") from exc
     for section, values in (overrides or {}).items():
-        raw.setdefault(section, {}).update(values)
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"{path}: {section} must be a table [{section}]")
+        raw[section].update(values)
     return _experiment(path, raw, bench)
 
 
 def _experiment(path: Path, raw: dict[str, Any], bench: BenchFile | None) -> Experiment:
     experiment = Experiment(path, _check(path, raw), bench)
     try:
-        network = experiment.network()
+        experiment.network()
     except ValueError as exc:
         raise ConfigError(f"{path}: [circuit] {exc}") from exc
-    data = experiment.dataset()
-    if data.inputs.shape[1] != network.n_inputs or data.targets.shape[1] != len(network.outputs):
-        raise ConfigError(
-            f"{path}: dataset '{data.name}' has {data.inputs.shape[1]} inputs and {data.targets.shape[1]} "
-            f"outputs but the circuit has {network.n_inputs} and {len(network.outputs)}: set [circuit] "
-            "inputs/outputs to match"
-        )
+    if bench is not None:
+        _check_bench(experiment)
     return experiment
 
 
 def _bench_experiment(path: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """The experiment a bench config names: (its raw tables, its path)."""
+    """The experiment a bench config names: (its raw tables, its path). It must be an experiment:
+    a bench config naming a bench config (itself, or one naming it back) is refused, so loading
+    never recurses."""
     table = raw["bench"]
     experiment_file = table.get("experiment") if isinstance(table, dict) else None
-    if not isinstance(experiment_file, str):
+    if not isinstance(experiment_file, str) or not experiment_file.strip():
         raise ConfigError(f'{path}: [bench] experiment must name an experiment config, e.g. "xor-bench.toml"')
     experiment_path = path.parent / experiment_file
     fix = "name an experiment config, relative to the bench config"
     experiment = _read_toml(experiment_path, f"{path}: [bench] experiment", fix)
     if "bench" in experiment:
         raise ConfigError(
-            f"{path}: [bench] experiment = {experiment_file!r} is itself a bench config: "
+            f"{path}: [bench] experiment = {show(experiment_file)} is itself a bench config: "
             "name an experiment config (with [circuit], [training], ...)"
         )
     return experiment, experiment_path
 
 
-def check_table(path: Path, section: str, given: Any, keys: dict[str, Key]) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------- checking
+def _unknown_key(path: Path, section: str, name: str, keys: dict[str, Key], elsewhere: str | None) -> str:
+    line = f"{path}: unknown key [{section}] {name_of(name)}"
+    guess = nearest(name, list(keys))
+    if guess is not None:
+        return f"{line}: did you mean {guess}?"
+    if elsewhere is not None:
+        return f"{line}: it belongs in [{elsewhere}]; move it there"
+    return f"{line}: remove it (known keys: {', '.join(keys)})"
+
+
+def check_table(
+    path: Path, section: str, given: Any, keys: dict[str, Key], homes: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One table of a config checked against its keys: every key known, every required key
-    given, every value valid; defaults filled in."""
+    given, every value valid; defaults filled in. `homes`: the section each key of the other
+    tables lives in, for a key written in the wrong one."""
     if not isinstance(given, dict):
-        raise ConfigError(f"{path}: {section} must be a table [{section}]")
+        raise ConfigError(f"{path}: {section} = {show(given)} must be a table: write it as [{section}]")
     extra = sorted(set(given) - set(keys))
     if extra:
-        raise ConfigError(f"{path}: unknown key [{section}] {extra[0]}: known keys are {', '.join(keys)}")
+        raise ConfigError(_unknown_key(path, section, extra[0], keys, (homes or {}).get(extra[0])))
     out: dict[str, Any] = {}
     for name, key in keys.items():
         if name not in given and key.default is REQUIRED:
-            raise ConfigError(f"{path}: [{section}] {name} is missing: it must be {key.rule}")
-        value = given.get(name, key.default)
+            raise ConfigError(f"{path}: [{section}] {name} is missing: give it, {key.rule}")
+        if name in given:
+            value = given[name]
+        elif isinstance(key.default, SameAs):
+            value = out[key.default.key]
+        else:
+            value = key.default
         want = key.refusal(value)
         if want is not None:
-            raise ConfigError(f"{path}: [{section}] {name} = {value!r} is invalid: it must be {want}")
+            raise ConfigError(f"{path}: [{section}] {name} = {show(value)} is invalid: it must be {want}")
         out[name] = value
     return out
+
+
+def _homes(schema: dict[str, dict[str, Key]]) -> dict[str, str]:
+    """The section of each key, for a key written in the wrong one (first section wins)."""
+    homes: dict[str, str] = {}
+    for section, keys in schema.items():
+        for name in keys:
+            homes.setdefault(name, section)
+    return homes
+
+
+def _unknown_section(path: Path, name: str, value: Any) -> str:
+    homes = _homes(SCHEMA)
+    if not isinstance(value, dict):
+        if name in homes:
+            where = homes[name]
+            return f"{path}: {name_of(name)} = {show(value)} is outside any section: put it under [{where}]"
+        return (
+            f"{path}: {name_of(name)} = {show(value)} is outside any section: remove it (a config holds "
+            f"the sections {', '.join(f'[{s}]' for s in SCHEMA)})"
+        )
+    guess = nearest(name, list(SCHEMA))
+    if guess is not None:
+        return f"{path}: unknown section [{name_of(name)}]: did you mean [{guess}]?"
+    return (
+        f"{path}: unknown section [{name_of(name)}]: known sections are {', '.join(f'[{s}]' for s in SCHEMA)}"
+    )
 
 
 def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     unknown = sorted(set(raw) - set(SCHEMA))
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown section [{unknown[0]}]: known sections are "
-            f"{', '.join(f'[{s}]' for s in SCHEMA)}"
-        )
+        raise ConfigError(_unknown_section(path, unknown[0], raw[unknown[0]]))
+    homes = _homes(SCHEMA)
     out = {
-        section: check_table(path, section, raw.get(section, {}), keys) for section, keys in SCHEMA.items()
+        section: check_table(
+            path, section, raw.get(section, {}), keys, {k: s for k, s in homes.items() if s != section}
+        )
+        for section, keys in SCHEMA.items()
     }
-    circuit = out["circuit"]
+    _check_circuit(path, out["circuit"], raw.get("circuit", {}), out["backend"]["name"])
+    _check_ranges(path, out["conductances"], out["dataset"])
+    _check_against_data(path, out)
+    return out
+
+
+def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], backend: str) -> None:
+    """Keys that mean nothing for the builder, then the sizes, before anything is built."""
+    # A resolved config (a run log's) carries every key at its default: only a set value misleads.
     if circuit["builder"] != "layered":
-        # A resolved config (a run log's) carries every key at its default: only a set value misleads.
-        given = raw.get("circuit", {})
         misplaced = [k for k in LAYERED_ONLY if k in given and given[k] != SCHEMA["circuit"][k].default]
         if misplaced:
-            raise ConfigError(f'{path}: [circuit] {misplaced[0]} applies only to builder = "layered"')
-    c = out["conductances"]
+            raise ConfigError(
+                f'{path}: [circuit] {misplaced[0]} applies only to builder = "layered": remove it or '
+                'set builder = "layered"'
+            )
+    if circuit["builder"] != "seed-xor" and given.get("seed_pairing", True) is not True:
+        raise ConfigError(f'{path}: [circuit] seed_pairing applies only to builder = "seed-xor": remove it')
+    size = circuit_size(circuit)
+    cap = LIMITS["conductances"]
+    if size.conductances > cap:
+        raise ConfigError(
+            f"{path}: [circuit] inputs = {circuit['inputs']}, hidden = {show(circuit['hidden'])}, outputs = "
+            f"{circuit['outputs']} make {size.conductances:,} conductances, above the cap of {cap:,.0f}: "
+            "make the layers narrower"
+        )
+    gain = float(circuit["amplifier_gain"])
+    hidden_layers = size.layers - 1
+    compensation = gain ** (2 * hidden_layers)
+    limit = LIMITS["compensation"]
+    if not 1 / limit <= compensation <= limit:
+        raise ConfigError(
+            f"{path}: [circuit] amplifier_gain = {gain:g} through {hidden_layers} hidden layers scales "
+            f"layer 1's signal by A^{2 * hidden_layers} = {compensation:.3g}, beyond {_figure(limit)} "
+            "either way: bring the gain nearer 1 or use fewer layers"
+        )
+    memory, work = twin_cost(size)
+    if backend == "numeric" and (memory > LIMITS["twin_memory"] or work > LIMITS["twin_work"]):
+        raise ConfigError(
+            f"{path}: [circuit] hidden = {show(circuit['hidden'])} makes {size.conductances:,} conductances "
+            f"on {size.nodes:,} nodes, too big for the numeric twin's dense solver ({8 * memory / 1e9:.1f} "
+            f'GB, {work:.1e} multiply-adds before its first answer): set [backend] name = "spice" or '
+            "make the layers narrower"
+        )
+
+
+def _check_ranges(path: Path, c: dict[str, Any], d: dict[str, Any]) -> None:
     if c["g_min"] >= c["g_max"]:
-        raise ConfigError(f"{path}: [conductances] g_min = {c['g_min']} must be below g_max = {c['g_max']}")
+        raise ConfigError(
+            f"{path}: [conductances] g_min = {c['g_min']} must be below g_max = {c['g_max']}: lower g_min "
+            "or raise g_max"
+        )
     if c["init_low"] >= c["init_high"]:
         raise ConfigError(
             f"{path}: [conductances] init_low = {c['init_low']} must be below init_high = {c['init_high']}"
         )
+    # A draw outside the device range would be clipped to its ends: not the draw the config states.
+    if c["init_low"] < c["g_min"]:
+        raise ConfigError(
+            f"{path}: [conductances] init_low = {c['init_low']} is below g_min = {c['g_min']}: draw inside "
+            "the device range (init_low ≥ g_min), or leave init_low out to start at g_min"
+        )
+    if c["init_high"] > c["g_max"]:
+        raise ConfigError(
+            f"{path}: [conductances] init_high = {c['init_high']} is above g_max = {c['g_max']}: draw "
+            "inside the device range (init_high ≤ g_max), or leave init_high out to end at g_max"
+        )
+    if d["input_low"] == d["input_high"]:
+        raise ConfigError(
+            f"{path}: [dataset] input_low = input_high = {d['input_low']}: the bits would be the same level: "
+            "make them differ"
+        )
+    if d["target_low"] == d["target_high"]:
+        raise ConfigError(
+            f"{path}: [dataset] target_low = target_high = {d['target_low']}: every answer would be right: "
+            "make them differ"
+        )
+
+
+def _check_against_data(path: Path, out: dict[str, dict[str, Any]]) -> None:
+    """The circuit against its data set, and the training keys that count layers or samples."""
+    size = circuit_size(out["circuit"])
     d = out["dataset"]
-    if d["target_low"] == d["target_high"] or d["input_low"] == d["input_high"]:
-        raise ConfigError(f"{path}: [dataset] low and high levels must differ")
-    return out
+    data = datasets.DATASETS[d["name"]](d["input_low"], d["input_high"], d["target_low"], d["target_high"])
+    if data.inputs.shape[1] != size.inputs or data.targets.shape[1] != size.outputs:
+        raise ConfigError(
+            f"{path}: dataset '{data.name}' has {data.inputs.shape[1]} inputs and {data.targets.shape[1]} "
+            f"outputs but the circuit has {size.inputs} and {size.outputs}: set [circuit] "
+            "inputs/outputs to match"
+        )
+    t = out["training"]
+    if t["batch_size"] > len(data):
+        raise ConfigError(
+            f"{path}: [training] batch_size = {t['batch_size']} is more than the {len(data)} samples of "
+            f"dataset '{data.name}': give at most {len(data)} ({len(data)} = one update per epoch)"
+        )
+    layers = [k for k in t["layer_learning_rates"] if not 1 <= int(k) <= size.layers]
+    if layers:
+        raise ConfigError(
+            f'{path}: [training] layer_learning_rates names layer "{layers[0]}", which the circuit does not '
+            f'have: use layers "1" to "{size.layers}"'
+        )

@@ -120,7 +120,7 @@ def test_gradcheck_json_report(hil, configs):
 
 BAD_CONFIGS = {
     "malformed.toml": ("[training\nbeta = 1", "malformed TOML"),
-    "unknown.toml": ("[training]\nbetta = 1e-6\n", "unknown key [training] betta"),
+    "unknown.toml": ("[training]\nbetta = 1e-6\n", "unknown key [training] betta: did you mean beta?"),
     "section.toml": ("[trainer]\nbeta = 1e-6\n", "unknown section [trainer]"),
     "range.toml": ("[conductances]\ng_min = 0.2\ng_max = 0.1\n", "g_min = 0.2 must be below g_max"),
     "negative.toml": ("[conductances]\ng_min = -1e-4\n", "[conductances] g_min = -0.0001 is invalid"),
@@ -128,6 +128,13 @@ BAD_CONFIGS = {
     "type.toml": ('[training]\nepochs = "many"\n', "[training] epochs = 'many' is invalid"),
     "method.toml": ('[training]\nmethod = "sgd"\n', "must be one of vdm, vdm-centered, pcm"),
     "misplaced.toml": ('[circuit]\nbuilder = "xor"\nhidden = [4]\n', "applies only to builder"),
+    "empty.toml": ("", "the config is empty"),
+    "nan.toml": ("[training]\nbeta = nan\n", "[training] beta = nan is invalid"),
+    "init.toml": ("[conductances]\ng_min = 1e-3\ninit_low = 1e-4\n", "init_low = 0.0001 is below g_min"),
+    "huge.toml": (
+        '[circuit]\nbuilder = "layered"\nhidden = [100000]\n',
+        "[circuit] hidden = [100000] is invalid",
+    ),
 }
 
 
