@@ -2,7 +2,7 @@
 
 One parser; the commands live in `run` (train, solve, netlist), `watch` (the live view of a
 training), `study` (gradcheck, sweep, report), `bench` (bench-check, emulate) and `keys` (the
-config reference). Nothing imports this
+config reference), `check` (a config checked whole, touching nothing). Nothing imports this
 package: it is the top of the stack.
 """
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hil.cli import bench, keys, run, study, watch
+from hil.cli import bench, check, keys, run, study, watch
 from hil.cli.common import EXIT_FAILED, EXIT_USAGE
 from hil.config import ConfigError
 from hil.interface import BackendError
@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
         prog="hil", description="Train physical resistive networks with Equilibrium Propagation."
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (run, study, bench, keys, watch):
+    for group in (run, check, study, bench, keys, watch):
         group.register(sub)
     return p
 
