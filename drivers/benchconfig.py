@@ -41,7 +41,6 @@ from hil.config import (
     name_of,
     nearest,
     number,
-    register_bench_check,
     show,
 )
 from hil.network import Network
@@ -558,5 +557,3 @@ def check_experiment(experiment: Experiment) -> None:
             f"beta·|t| = {nudge:g} A the experiment asks for: lower [training] beta or raise the limit"
         )
 
-
-register_bench_check(check_experiment)

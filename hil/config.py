@@ -14,7 +14,7 @@ refused too.
 
 A bench config (one with a [bench] table, see `drivers.benchconfig`) loads as the experiment it
 names, run on that bench; its tables travel with the experiment and are checked by the package
-that drives benches (`register_bench_check`), still inside `load`.
+that drives benches (the `eqprop_hil.bench_check` entry point), still inside `load`.
 """
 
 from __future__ import annotations
@@ -489,33 +489,22 @@ def twin_cost(size: Size) -> tuple[float, float]:
     return float(size.conductances) * size.nodes, float(size.conductances) * size.nodes * size.free_nodes
 
 
-# ---------------------------------------------------------------------------------------- bench hook
+# ---------------------------------------------------------------------------------------- bench check
 # A bench config's own tables are checked by the package that drives benches, which the method
-# must not import: it registers its check here when imported (`drivers.benchconfig`), and `load`
-# imports the bench backend through its entry point when nothing has yet. So no command reaches
-# a run log or an instrument with an unchecked bench config.
-BenchCheck = Callable[["Experiment"], None]
-_bench_checks: list[BenchCheck] = []
-BACKEND_GROUP = "eqprop_hil.backends"  # hil.backends.GROUP (that module imports this one)
-
-
-def register_bench_check(check: BenchCheck) -> None:
-    """Have `load` run `check` on every experiment loaded through a bench config."""
-    if check not in _bench_checks:
-        _bench_checks.append(check)
+# must not import: it registers the check under this entry-point group (pyproject.toml), and `load`
+# runs it. So no command reaches a run log or an instrument with an unchecked bench config.
+BENCH_CHECK_GROUP = "eqprop_hil.bench_check"
 
 
 def _check_bench(experiment: Experiment) -> None:
-    if not _bench_checks:
-        for entry in metadata.entry_points(group=BACKEND_GROUP, name="bench"):
-            entry.load()  # its package registers the check as it is imported
-    if not _bench_checks:
+    checks = list(metadata.entry_points(group=BENCH_CHECK_GROUP))
+    if not checks:
         raise ConfigError(
             f"{experiment.bench.path if experiment.bench else experiment.path}: no bench backend is "
             "installed to check this bench config: install eqprop-hil with `pip install -e .`"
         )
-    for check in _bench_checks:
-        check(experiment)
+    for entry in checks:
+        entry.load()(experiment)
 
 
 # ---------------------------------------------------------------------------------------- reading
