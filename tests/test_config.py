@@ -774,8 +774,8 @@ def test_a_dry_run_of_a_bench_config_may_use_pcm_but_not_a_broken_bench(tmp_path
 
 
 def test_loading_a_bench_config_checks_it_even_when_nothing_imported_the_bench_code(tmp_path):
-    """hil.config may not import drivers: it finds the bench checks through the bench backend's
-    entry point, in a process that has imported nothing else."""
+    """hil.config may not import drivers: it finds the bench check through its entry point
+    (eqprop_hil.bench_check), in a process that has imported nothing else."""
     import subprocess
     import sys
 
