@@ -28,7 +28,7 @@ from drivers.pots import PotBridge
 from drivers.roles import SourceMeter, SwitchMatrix
 from drivers.router import Router
 from drivers.transport import SerialTransport, Traffic, TransportError, VisaTransport
-from hil.interface import BackendError, Identity, State
+from hil.interface import BackendError, Identity, State, settle_each
 from hil.network import Network
 
 
@@ -141,6 +141,9 @@ class BenchBackend:
                 f"{lim['pot_terminal_volts']:g}"
             )
         return State(v, None)
+
+    def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
+        return settle_each(self, inputs, nudges)
 
     def safe_state(self) -> None:
         """Every output to 0 and off, every relay open; tries everything even if one step fails."""

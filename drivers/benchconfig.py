@@ -556,4 +556,3 @@ def check_experiment(experiment: Experiment) -> None:
             f"{p}: [limits] max_nudge_current = {config.limits['max_nudge_current']:g} A is below the nudge "
             f"beta·|t| = {nudge:g} A the experiment asks for: lower [training] beta or raise the limit"
         )
-

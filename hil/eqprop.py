@@ -43,7 +43,7 @@ def loss(targets: np.ndarray, y: np.ndarray) -> float:
 def drops(network: Network, state: State) -> np.ndarray:
     """Voltage across every conductance, V(a) − V(b)."""
     a, b = network.edge_endpoints
-    return state.voltages[a] - state.voltages[b]
+    return state.voltages[..., a] - state.voltages[..., b]
 
 
 def absorbed_power(network: Network, state: State, conductances: np.ndarray) -> float:
@@ -71,6 +71,14 @@ def settle(backend: Backend, inputs: np.ndarray, nudges: dict[str, float] | None
         raise type(exc)(f"{phase} phase: {exc}") from exc
 
 
+def settle_batch(backend: Backend, inputs: np.ndarray, nudges: np.ndarray | None, phase: str) -> State:
+    """One phase of a batch of samples; a failure says which phase it was."""
+    try:
+        return backend.settle_batch(inputs, nudges)
+    except BackendError as exc:
+        raise type(exc)(f"{phase} phase: {exc}") from exc
+
+
 def nudged(backend: Backend, inputs: np.ndarray, targets: np.ndarray, y: np.ndarray, beta: float) -> State:
     nudges = backend.network.nudge_currents(targets, y, beta)
     return settle(backend, inputs, nudges, f"nudged (beta {beta:+g} A/V)")
@@ -78,7 +86,8 @@ def nudged(backend: Backend, inputs: np.ndarray, targets: np.ndarray, y: np.ndar
 
 @dataclass(frozen=True)
 class Sample:
-    """What an estimator works from: one sample at programmed conductances and its free phase."""
+    """What an estimator works from: one sample, or a batch of them (arrays with a leading sample
+    axis), at programmed conductances, and its free phase."""
 
     backend: Backend
     conductances: np.ndarray
@@ -87,23 +96,42 @@ class Sample:
     free: State
     outputs: np.ndarray
 
+    @property
+    def batched(self) -> bool:
+        return self.inputs.ndim == 2
+
     def nudged(self, beta: float) -> State:
-        return nudged(self.backend, self.inputs, self.targets, self.outputs, beta)
+        if not self.batched:
+            return nudged(self.backend, self.inputs, self.targets, self.outputs, beta)
+        net = self.backend.network
+        return settle_batch(
+            self.backend,
+            self.inputs,
+            net.nudge_matrix(self.targets, self.outputs, beta),
+            f"nudged (beta {beta:+g} A/V)",
+        )
 
 
 def _vdm(s: Sample, beta: float, eps: float) -> np.ndarray:
     net = s.backend.network
     plus = s.nudged(beta)
-    return net.nudge_sign * (drops(net, plus) ** 2 - drops(net, s.free) ** 2)[net.pairing] / (2 * beta)
+    return net.nudge_sign * (drops(net, plus) ** 2 - drops(net, s.free) ** 2)[..., net.pairing] / (2 * beta)
 
 
 def _vdm_centered(s: Sample, beta: float, eps: float) -> np.ndarray:
     net = s.backend.network
     plus, minus = s.nudged(beta), s.nudged(-beta)
-    return net.nudge_sign * (drops(net, plus) ** 2 - drops(net, minus) ** 2)[net.pairing] / (4 * beta)
+    return net.nudge_sign * (drops(net, plus) ** 2 - drops(net, minus) ** 2)[..., net.pairing] / (4 * beta)
 
 
 def _pcm(s: Sample, beta: float, eps: float) -> np.ndarray:
+    if s.batched:  # the seed's PCM re-solves per perturbed conductance: one sample at a time
+        return np.array(
+            [
+                _pcm(Sample(s.backend, s.conductances, x, t, _row(s.free, k), s.outputs[k]), beta, eps)
+                for k, (x, t) in enumerate(zip(s.inputs, s.targets, strict=True))
+            ]
+        )
     backend, g, net = s.backend, s.conductances, s.backend.network
     p_free = absorbed_power(net, s.free, g)
     p_nudged = absorbed_power(net, s.nudged(beta), g)
@@ -160,6 +188,47 @@ def measure(
     y = outputs(backend.network, free)
     sample = Sample(backend, conductances, inputs, targets, free, y)
     return Measurement(free, y, loss(targets, y), ESTIMATORS[method](sample, beta, pcm_perturbation))
+
+
+@dataclass(frozen=True)
+class BatchMeasurement:
+    """A batch's estimates: the free phases and the raw formula per sample and edge."""
+
+    free: State  # batched
+    outputs: np.ndarray  # [samples, outputs]
+    losses: np.ndarray  # [samples], ½·Σ(t − y)² each
+    raw: np.ndarray  # [samples, edges]
+
+
+def measure_batch(
+    backend: Backend,
+    conductances: np.ndarray,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    method: str,
+    beta: float,
+    pcm_perturbation: float = 0.01,
+) -> BatchMeasurement:
+    """`measure` for many samples at once, at the same programmed conductances: each phase is
+    one `settle_batch`, which a backend may solve together."""
+    if method not in ESTIMATORS:
+        check_methods([method])
+    inputs, targets = np.asarray(inputs, dtype=float), np.asarray(targets, dtype=float)
+    free = settle_batch(backend, inputs, None, "free")
+    y = outputs(backend.network, free)
+    sample = Sample(backend, conductances, inputs, targets, free, y)
+    raw = ESTIMATORS[method](sample, beta, pcm_perturbation)
+    return BatchMeasurement(free, y, 0.5 * np.sum((targets - y) ** 2, axis=1), raw)
+
+
+def _row(state: State, k: int) -> State:
+    """Sample k of a batched State."""
+    return State(
+        state.voltages[k],
+        None if state.source_currents is None else state.source_currents[k],
+        state.clamp_currents[k],
+        state.amplifier_currents[k],
+    )
 
 
 def compensated(network: Network, raw: np.ndarray) -> np.ndarray:

@@ -26,7 +26,9 @@ class State:
     """An equilibrium: node voltages (in `Network.nodes` order) and the currents into the +
     terminal of every voltage source (in `Network.sources` order), SPICE's sign convention. A
     bench measures voltages only: its currents are None (and its clamp and amplifier currents
-    empty), which is why PCM is not offered on a bench."""
+    empty), which is why PCM is not offered on a bench.
+
+    From `settle_batch`, every array has a leading axis of samples ([samples, nodes], ...)."""
 
     voltages: np.ndarray
     source_currents: np.ndarray | None
@@ -59,6 +61,13 @@ class Backend(Protocol):
         equilibrium."""
         ...
 
+    def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
+        """Equilibria of many samples at the programmed conductances: `inputs` [samples, inputs],
+        `nudges` [samples, nudge nodes] (A into each of `Network.nudge_nodes`, in that order) or
+        None for free phases. A State whose arrays lead with the sample axis. Backends that
+        cannot do better settle the samples one after another (`settle_each`)."""
+        ...
+
     def safe_state(self) -> None:
         """Outputs off, relays open; harmless in simulation."""
         ...
@@ -76,3 +85,28 @@ class Backend(Protocol):
     def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
         """Remember again what `solver_state` returned (in another process)."""
         ...
+
+
+def settle_each(backend: Backend, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
+    """`settle_batch` by one `settle` per sample: for backends that settle one sample at a time."""
+    nodes = backend.network.nudge_nodes
+    states = [
+        backend.settle(x, None if nudges is None else dict(zip(nodes, map(float, nudges[k]), strict=True)))
+        for k, x in enumerate(np.asarray(inputs, dtype=float))
+    ]
+    return stack(states)
+
+
+def stack(states: list[State]) -> State:
+    """One batched State from per-sample States."""
+    currents = (
+        None
+        if any(s.source_currents is None for s in states)
+        else np.array([s.source_currents for s in states])
+    )
+    return State(
+        np.array([s.voltages for s in states]),
+        currents,
+        np.array([s.clamp_currents for s in states]),
+        np.array([s.amplifier_currents for s in states]),
+    )

@@ -304,8 +304,25 @@ class Network:
         return plus, minus, doubled
 
     def output_voltages(self, voltages: np.ndarray) -> np.ndarray:
+        """Outputs y from node voltages [..., nodes] (one sample, or a batch)."""
         plus, minus, doubled = self._output_index
-        return voltages[plus] - doubled * voltages[minus]
+        return voltages[..., plus] - doubled * voltages[..., minus]
+
+    @cached_property
+    def _nudge_map(self) -> np.ndarray:
+        """[outputs, nudge nodes]: +1 into V+, −1 out of V− (doubled outputs)."""
+        index = {node: k for k, node in enumerate(self.nudge_nodes)}
+        m = np.zeros((len(self.outputs), len(index)))
+        for j, o in enumerate(self.outputs):
+            m[j, index[o.plus]] += 1.0
+            if o.minus is not None:
+                m[j, index[o.minus]] -= 1.0
+        return m
+
+    def nudge_matrix(self, targets: np.ndarray, outputs: np.ndarray, beta: float) -> np.ndarray:
+        """`nudge_currents` for a batch: [samples, nudge nodes] in `nudge_nodes` order."""
+        drive = self.nudge_sign * beta * (np.asarray(targets, float) - np.asarray(outputs, float))
+        return drive @ self._nudge_map
 
     def nudge_currents(self, targets: np.ndarray, outputs: np.ndarray, beta: float) -> dict[str, float]:
         """Currents injected at the output terminals for nudge strength `beta` (A/V).

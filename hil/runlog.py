@@ -9,7 +9,7 @@ Layout (format "eqprop-hil-run", version 1):
   /epochs     loss, error_db, accuracy, update_norm (one row per epoch),
               sample_loss [epochs, samples], conductances [epochs + 1, edges] (row 0 = initial)
   /checkpoint where the training stands (`hil.train.Progress`: epoch, position, full-precision and
-              realised conductances, shuffling state, the batch in progress) and /checkpoint/solver,
+              realised conductances, shuffling state) and /checkpoint/solver,
               what the backend's solver remembered: `hil train --resume` continues from it bit for bit
 
 Crash-safe by construction: each commit writes the whole log next to it (`.RUN.h5.<pid>.tmp`),
@@ -356,7 +356,6 @@ def _write_checkpoint(f: h5py.File, checkpoint: Checkpoint) -> None:
     _put(group, "conductances", p.conductances)
     _put(group, "realised", p.realised)
     _put(group, "sample_losses", p.sample_losses)
-    _put(group, "batch", np.array(p.batch).reshape(len(p.batch), len(p.conductances)))
     _put(group, "norms", np.array(p.norms, dtype=float))
     solver = group.require_group("solver")
     for name in set(solver) - set(checkpoint.solver_state):
@@ -383,7 +382,6 @@ def read_checkpoint(path: Path) -> Checkpoint:
             realised=g["realised"][:],
             rng_state=json.loads(bytes(g.attrs["rng_state"])),
             sample_losses=g["sample_losses"][:],
-            batch=list(g["batch"][:]),
             norms=[float(x) for x in g["norms"][:]],
         )
         return Checkpoint(progress, {name: g["solver"][name][:] for name in g["solver"]})

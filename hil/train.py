@@ -84,9 +84,8 @@ def evaluate(backend: Backend, conductances: np.ndarray, data: Dataset) -> tuple
 class Progress:
     """Where a training stands, exactly: enough to continue it bit for bit (a checkpoint).
 
-    Taken between two samples. `rng_state` is the shuffling generator's state at the start of the
-    current epoch (the epoch's order is drawn again from it); `batch` holds the estimates of the
-    samples since the last update."""
+    Taken between two updates. `rng_state` is the shuffling generator's state at the start of the
+    current epoch (the epoch's order is drawn again from it)."""
 
     epoch: int  # epochs finished
     position: int  # samples of the current epoch finished
@@ -94,7 +93,6 @@ class Progress:
     realised: np.ndarray  # what the backend set (a bench quantises)
     rng_state: dict[str, Any]
     sample_losses: np.ndarray  # of the current epoch, so far
-    batch: list[np.ndarray]  # the estimates of the samples since the last update
     norms: list[float]  # update norms of the current epoch, so far
 
 
@@ -122,7 +120,7 @@ def train(
         # `g` accumulates every update at full precision; `realised` is what the backend could set
         # (a digital pot's nearest step). Updates smaller than a step add up instead of vanishing.
         g = eqprop.clip_conductances(np.asarray(g0, float), net.signed, hyper.g_min, hyper.g_max)
-        p = Progress(0, 0, g, backend.program(g), dict(rng.bit_generator.state), np.zeros(len(data)), [], [])
+        p = Progress(0, 0, g, backend.program(g), dict(rng.bit_generator.state), np.zeros(len(data)), [])
     else:
         p = start
         realised = backend.program(p.conductances)
@@ -134,11 +132,12 @@ def train(
     while p.epoch < hyper.epochs:
         rng.bit_generator.state = p.rng_state
         order = rng.permutation(len(data)) if hyper.shuffle else np.arange(len(data))
-        for position in range(p.position, len(order)):
-            i = order[position]
-            _step(backend, data, i, hyper, rates, p, last=position == len(order) - 1)
-            p.position = position + 1
-            on_sample()
+        while p.position < len(order):
+            chunk = order[p.position : p.position + hyper.batch_size]
+            _step(backend, data, chunk, hyper, rates, p)
+            p.position += len(chunk)
+            for _ in chunk:
+                on_sample()
             if on_checkpoint is not None and p.position < len(order) and checkpoint_due():
                 on_checkpoint(p)
         mean = float(np.mean(p.sample_losses))
@@ -163,29 +162,43 @@ def train(
 
 
 def _step(
-    backend: Backend, data: Dataset, i: int, hyper: Hyper, rates: np.ndarray, p: Progress, last: bool
+    backend: Backend, data: Dataset, chunk: np.ndarray, hyper: Hyper, rates: np.ndarray, p: Progress
 ) -> None:
-    """One sample: measure, keep its estimate, and update when the batch is full (or the epoch ends)."""
+    """One update: measure the samples of `chunk` at the same conductances (one sample online; a
+    mini-batch settled together), then step along the mean of their estimates."""
     net = backend.network
     try:
-        m = eqprop.measure(
-            backend,
-            p.conductances,
-            data.inputs[i],
-            data.targets[i],
-            hyper.method,
-            hyper.beta,
-            hyper.pcm_perturbation,
-        )
+        if len(chunk) == 1:
+            i = int(chunk[0])
+            m = eqprop.measure(
+                backend,
+                p.conductances,
+                data.inputs[i],
+                data.targets[i],
+                hyper.method,
+                hyper.beta,
+                hyper.pcm_perturbation,
+            )
+            raw, y = m.raw[None, :], m.outputs[None, :]
+        else:
+            b = eqprop.measure_batch(
+                backend,
+                p.conductances,
+                data.inputs[chunk],
+                data.targets[chunk],
+                hyper.method,
+                hyper.beta,
+                hyper.pcm_perturbation,
+            )
+            raw, y = b.raw, b.outputs
     except BackendError as exc:
-        raise type(exc)(f"epoch {p.epoch + 1}, sample {i}, {exc}") from exc
-    p.sample_losses[i] = float(np.mean((data.targets[i] - m.outputs) ** 2))
-    p.batch.append(eqprop.compensated(net, m.raw))
-    if len(p.batch) == hyper.batch_size or last:
-        new = eqprop.apply_update(
-            net, p.conductances, np.mean(p.batch, axis=0), rates, hyper.g_min, hyper.g_max
+        where = (
+            f"sample {int(chunk[0])}" if len(chunk) == 1 else f"samples {', '.join(map(str, chunk.tolist()))}"
         )
-        p.norms.append(float(np.linalg.norm(new - p.conductances)))
-        p.conductances = new
-        p.realised = backend.program(new)
-        p.batch = []
+        raise type(exc)(f"epoch {p.epoch + 1}, {where}, {exc}") from exc
+    p.sample_losses[chunk] = np.mean((data.targets[chunk] - y) ** 2, axis=1)
+    estimate = eqprop.compensated(net, raw).mean(axis=0)
+    new = eqprop.apply_update(net, p.conductances, estimate, rates, hyper.g_min, hyper.g_max)
+    p.norms.append(float(np.linalg.norm(new - p.conductances)))
+    p.conductances = new
+    p.realised = backend.program(new)

@@ -26,6 +26,9 @@ class QuantisedBackend:
     def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
         return self.inner.settle(inputs, nudge_currents)
 
+    def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
+        return self.inner.settle_batch(inputs, nudges)
+
     def safe_state(self) -> None:
         self.inner.safe_state()
 

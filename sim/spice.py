@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from hil.interface import BackendError, ConvergenceError, Identity, State
+from hil.interface import BackendError, ConvergenceError, Identity, State, settle_each
 from hil.network import Network
 from sim.netlist import SimulatorOptions, netlist, nudge_source
 
@@ -87,6 +87,9 @@ class SpiceBackend:
                 "equilibrium at these conductances"
             )
         return State(v, src, clamp, amp)
+
+    def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
+        return settle_each(self, inputs, nudges)
 
     def safe_state(self) -> None:
         pass

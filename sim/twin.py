@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hil.interface import ConvergenceError, Identity, State
+from hil.interface import ConvergenceError, Identity, State, settle_each
 from hil.network import Network
 from sim.devices import DEFAULT_GMIN, DiodeAtTemperature
 
@@ -135,6 +135,9 @@ class TwinBackend:
             self._warm[key] = u
         v = self._t @ u + c
         return self._state(v, inj)
+
+    def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
+        return settle_each(self, inputs, nudges)
 
     def safe_state(self) -> None:
         self._warm.clear()
