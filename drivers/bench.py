@@ -9,31 +9,141 @@ on SMUs, a switch matrix and digital potentiometers.
 - safety: limits checked before anything is touched and before every level is set; compliance
   before output on; a trip (seen as a source that cannot hold its level, or a probe at its voltage
   limit) or an instrument error stops the run with the instrument's words.
+- faults: every failure is one line that starts with the instrument's name. Every
+  `VERIFY_EVERY` settles, and before the bench is made safe, the instruments are asked whether
+  they still hold what the run set (outputs on, none at a limit, the relays and pot codes it
+  wrote): a reset, a power glitch or another client shows there rather than in wrong numbers.
+- safe state (`safe_state`, and `make_safe` for `hil safe`): every output to 0 and off, every
+  relay open, every pot at the safe code, all read back; a session that fails is opened again
+  once, and what still is not safe is named.
+- locks: a process that drives an instrument holds an flock'ed file named after its address
+  (`InstrumentLock`), so a second run, or `hil safe`, on a bench in use is refused with who holds it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import fcntl
+import os
+import re
+import socket
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from drivers import benchconfig
-from drivers.benchconfig import BenchConfig
+from drivers.benchconfig import BenchConfig, InstrumentSpec
+from drivers.firmware.potbridge import SAFE_CODE
 from drivers.instrument import Instrument, InstrumentError
-from drivers.models import MATRIX, MODELS
+from drivers.models import MATRIX, MODELS, POTS, SMU
 from drivers.pots import PotBridge
 from drivers.roles import SourceMeter, SwitchMatrix
 from drivers.router import Router
-from drivers.transport import SerialTransport, Traffic, TransportError, VisaTransport
+from drivers.smu import SmuRole
+from drivers.switch import Keysight34980A, parse_states
+from drivers.transport import SerialTransport, Traffic, Transport, TransportError, VisaTransport, one_line
 from hil.interface import BackendError, Identity, State, settle_each
 from hil.network import Network
+
+# How long every instrument gets to answer, s; None keeps each model's own (its LineFormat). A
+# virtual bench answers in milliseconds: tests shorten this so a stalled emulator costs little.
+ANSWER_TIMEOUT_S: float | None = None
+# Settles between two checks that the instruments still hold what the run set (`verify`).
+VERIFY_EVERY = 64
+# What a driver may raise about its instrument: it failed, the line failed, or an answer or a
+# value was refused.
+FAULTS = (InstrumentError, TransportError, ValueError)
 
 
 class BenchSafetyError(BackendError):
     """A limit would be or was exceeded; the bench has been (or will be) left safe."""
+
+
+class BenchBusy(BackendError):
+    """Another process drives an instrument of this bench."""
+
+
+# ---------------------------------------------------------------------------------------- locks
+def lock_dir() -> Path:
+    """Where instrument locks live: the user's runtime directory, else the temporary one."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "eqprop-hil"
+    return Path(tempfile.gettempdir()) / f"eqprop-hil-{os.getuid()}"
+
+
+class InstrumentLock:
+    """One process's claim on one instrument: an flock'ed file named after its address, holding
+    who took it (pid, host, command, since). The kernel drops the claim when the process dies,
+    kill -9 included, so a claim that is held belongs to a live process."""
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name = name
+        self.address = address
+        key = re.sub(r"[^a-z0-9.]+", "_", address.lower()).strip("_")
+        self.path = lock_dir() / f"{key}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                who = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise BenchBusy(
+                    f"{self.name} ({self.address}) is in use by {who}: wait for that run to end or stop it"
+                ) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            # The holder before us released (and removed) the file between our open and our lock.
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        since = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        who = f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)}), since {since}"
+        os.write(fd, who.encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still locked: a waiting opener sees the change
+            os.close(self._fd)
+            self._fd = None
+
+
+def claim(config: BenchConfig, addresses: dict[str, str]) -> list[InstrumentLock]:
+    """Lock every instrument of the bench, or none: `BenchBusy` names the first one in use."""
+    locks: list[InstrumentLock] = []
+    # One lock per address: two names at one address are one instrument (identify tells them apart).
+    every = [InstrumentLock(name, addresses[name]) for name in config.instruments]
+    wanted = {lock.path: lock for lock in reversed(every)}  # the first name of each address
+    try:
+        for path in sorted(wanted):  # one order for every process
+            wanted[path].acquire()
+            locks.append(wanted[path])
+    except BaseException:
+        release(locks)
+        raise
+    return locks
+
+
+def release(locks: Iterable[InstrumentLock]) -> None:
+    for lock in locks:
+        lock.release()
 
 
 @dataclass
@@ -45,6 +155,7 @@ class Instruments:
     pots: dict[str, PotBridge] = field(default_factory=dict)
     sessions: dict[str, Instrument] = field(default_factory=dict)  # instrument name -> driver (idn, close)
     addresses: dict[str, str] = field(default_factory=dict)
+    links: dict[str, Callable[[], Transport]] = field(default_factory=dict)  # name -> a new session
 
     def traffic(self) -> Traffic:
         total = Traffic()
@@ -64,6 +175,10 @@ class BenchBackend:
         self._inverted: set[str] = set()
         self._g = np.zeros(len(network.conductances))
         self.on_close: list[Callable[[], None]] = []  # extra shutdown steps (a virtual bench to stop)
+        self._live = False  # configured: outputs on, the run's settings in place
+        self._made_safe = False  # safe_state ran: outputs are off until the bench is opened again
+        self._fault: str | None = None  # the first failure seen; the bench is not what the run set
+        self._settles = 0
         index = network.node_index
         self._source_nodes = [index[s.node] for s in network.sources]
         self._nudge_nodes = [(node, index[node]) for node in config.nudges]
@@ -76,6 +191,7 @@ class BenchBackend:
 
     # ------------------------------------------------------------------ interface
     def program(self, conductances: np.ndarray) -> np.ndarray:
+        self._check_open()
         g = np.asarray(conductances, dtype=float)
         realised = np.empty_like(g)
         per_bank: dict[str, dict[int, float]] = {}
@@ -96,6 +212,10 @@ class BenchBackend:
         return realised
 
     def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
+        self._check_open()
+        self._settles += 1
+        if self._settles % VERIFY_EVERY == 0:
+            self.verify()
         net, lim = self.network, self.limits
         src_sign, _ = net.sign_multipliers(self._g)
         levels = net.source_values(inputs) * src_sign
@@ -123,10 +243,7 @@ class BenchBackend:
         for s, i, level in zip(net.sources, self._source_nodes, levels, strict=True):
             v[i] = self._read(self.config.sources[s.name])
             if abs(v[i] - level) > 1e-3 * max(1.0, abs(level)):
-                raise BenchSafetyError(
-                    f"source {s.name} on {self.config.sources[s.name]} holds {v[i]:g} V instead "
-                    f"of {level:g} V: it is in current compliance (check the board for a short)"
-                )
+                raise self._stop(self._not_holding(self.config.sources[s.name], s.name, v[i], level))
         for node, i in self._nudge_nodes:
             v[i] = self._read(self.config.nudges[node])
             self._check_probe_limit(node, v[i])
@@ -136,7 +253,7 @@ class BenchBackend:
             self._check_probe_limit(node, v[i])
         terminal = float(np.max(np.abs(v), initial=0.0))
         if terminal > lim["pot_terminal_volts"]:
-            raise BenchSafetyError(
+            raise self._stop(
                 f"a pot terminal reached {terminal:g} V, above pot_terminal_volts = "
                 f"{lim['pot_terminal_volts']:g}"
             )
@@ -146,28 +263,44 @@ class BenchBackend:
         return settle_each(self, inputs, nudges)
 
     def safe_state(self) -> None:
-        """Every output to 0 and off, every relay open; tries everything even if one step fails."""
-        problems: list[str] = []
-        for key, smu in self.hw.smus.items():
+        """Every output to 0 and off, every relay open, every pot at its safe code, all read back.
+
+        Before that, a bench that ran without a fault is checked once more (`verify`), so a reset
+        in the last settles is not taken for a clean run. Every instrument is made safe even if
+        another fails; a session that fails is opened again once (a dropped link, a session out
+        of step). Raises `BenchSafetyError` naming what the check found and what is still not safe.
+        """
+        found = ""
+        if self._live and self._fault is None:
             try:
-                smu.safe()
-                self._levels[key] = 0.0
-            except Exception as exc:  # keep going: the other outputs must still go off
-                problems.append(f"{key}: {exc}")
-        for name, matrix in self.hw.matrices.items():
+                self.verify()
+            except BackendError as exc:
+                found = str(exc)
+        self._live, self._made_safe = False, True
+        unsafe: list[str] = []
+        for name in _safe_order(self.config):
+            if name not in self.hw.sessions:
+                continue
             try:
-                matrix.open_all()
-            except Exception as exc:
-                problems.append(f"{name}: {exc}")
+                _with_retry(self.hw, name, partial(make_instrument_safe, self.config, name, self.hw))
+            except FAULTS as exc:
+                unsafe.append(one_line(exc))
+        for key in self._levels:
+            self._levels[key] = 0.0
         if self._router is not None:
             self._router.connected.clear()
         self._inverted = set()
-        if problems:
-            raise BenchSafetyError("could not leave everything safe: " + "; ".join(problems))
+        if unsafe:
+            how = "" if self.config.emulated else f": run `hil safe {self.config.path}` once it answers"
+            found = f"{found}; " if found else ""
+            raise BenchSafetyError(f"{found}NOT SAFE: {'; '.join(unsafe)}{how}")
+        if found:
+            raise BenchSafetyError(found)
 
     def close(self) -> None:
         try:
-            self.safe_state()
+            if not self._made_safe:
+                self.safe_state()
         finally:
             for driver in self.hw.sessions.values():
                 try:
@@ -203,16 +336,84 @@ class BenchBackend:
         """Every instrument's error queue, and every SMU's compliance flag."""
         for key, smu in self.hw.smus.items():
             if self._guard(smu.tripped):
-                raise BenchSafetyError(f"{key} is in compliance: check the board and the [limits]")
+                raise self._stop(f"{key} is in compliance: check the board and the [limits]")
         for driver in self.hw.sessions.values():
             self._guard(driver.check_errors)
 
+    def verify(self) -> None:
+        """The instruments still hold what the run set: every output on and none at its limit,
+        the relays the run closed (and no other), the pot codes it wrote. A reset, a power glitch
+        or another client changes these without a word on the line."""
+        for key, smu in self.hw.smus.items():
+            if not self._guard(lambda smu=smu: _smu(smu).output_state):
+                raise self._stop(
+                    f"{key}: output off although the run holds it on: the instrument was reset (a power "
+                    "glitch, its front panel or another client)",
+                    BenchSafetyError,
+                )
+            if self._guard(smu.tripped):
+                raise self._stop(
+                    f"{key}: in compliance: check the board for a short and the [limits]", BenchSafetyError
+                )
+        for name, matrix in self.hw.matrices.items():
+            closed, expected = self._guard(matrix.closed_channels), self._closed_by_the_run(name)
+            if closed != expected:
+                raise self._stop(
+                    f"{name}: relays {sorted(closed)} closed where the run closed {sorted(expected)}: the "
+                    "matrix was reset or switched by another client",
+                    BenchSafetyError,
+                )
+        for name, bank in self.hw.pots.items():
+            for channel, code in sorted(bank.written.items()):
+                now = self._guard(bank.read_code, channel)
+                if now != code:
+                    raise self._stop(
+                        f"{name}: pot {channel} holds code {now} where the run wrote {code}: the bridge "
+                        "restarted or another client wrote to it",
+                        BenchSafetyError,
+                    )
+
     # ------------------------------------------------------------------ steps
+    def _check_open(self) -> None:
+        if self._made_safe:
+            raise BackendError("the bench was made safe (outputs off): open it again to measure")
+
+    def _stop(self, message: str, kind: type[BackendError] = BenchSafetyError) -> BackendError:
+        """The run cannot go on: remember the first fault (the bench is not what the run set)."""
+        if self._fault is None:
+            self._fault = message
+        return kind(message)
+
     def _guard(self, call: Any, *args: Any) -> Any:
         try:
             return call(*args)
-        except (InstrumentError, TransportError) as exc:
-            raise BackendError(str(exc)) from exc
+        except FAULTS as exc:
+            raise self._stop(_named(call, exc), BackendError) from exc
+
+    def _not_holding(self, key: str, source: str, volts: float, level: float) -> str:
+        """Why a source does not hold its level: its output went off (a reset), else compliance."""
+        if not self._guard(lambda: _smu(self.hw.smus[key]).output_state):
+            return (
+                f"{key}: output off while source {source} should hold {level:g} V: the instrument was "
+                "reset (a power glitch, its front panel or another client)"
+            )
+        return (
+            f"{key}: source {source} holds {volts:g} V instead of {level:g} V: it is in current "
+            "compliance (check the board for a short)"
+        )
+
+    def _closed_by_the_run(self, name: str) -> set[str]:
+        closed: set[str] = set()
+        if self._router is not None and name == self.config.probe_matrix:
+            for node in self._router.connected:
+                closed.update(self.config.probe_routes[node])
+        if name == self._inversion_matrix():
+            for amplifier in self._inverted:
+                closed.update(self.config.amplifiers[amplifier])
+        return closed
+
+    def _inversion_matrix(self) -> str:
+        return self.config.probe_matrix or next(iter(self.hw.matrices), "")
 
     def _set(self, key: str, level: float) -> None:
         if self._levels.get(key) != level:
@@ -231,7 +432,7 @@ class BenchBackend:
 
     def _check_probe_limit(self, node: str, volts: float) -> None:
         if abs(volts) >= 0.999 * self.limits["compliance_voltage"]:
-            raise BenchSafetyError(
+            raise self._stop(
                 f"node {node} reads {volts:g} V, at the probe's voltage limit: a node is "
                 "floating or over range"
             )
@@ -244,7 +445,7 @@ class BenchBackend:
             self._guard(self._router.connect, node)
 
     def _set_inversions(self, wanted: set[str]) -> None:
-        matrix = self.hw.matrices[self.config.probe_matrix or next(iter(self.hw.matrices))]
+        matrix = self.hw.matrices[self._inversion_matrix()]
         opening = [c for name in self._inverted - wanted for c in self.config.amplifiers[name]]
         closing = [c for name in wanted - self._inverted for c in self.config.amplifiers[name]]
         if opening:
@@ -253,6 +454,157 @@ class BenchBackend:
             self._guard(matrix.close_channels, closing)
         self._guard(matrix.wait_complete)
         self._inverted = set(wanted)
+
+
+def _smu(channel: SourceMeter) -> SmuRole:
+    """The SMU drivers' shared controls (output state, levels) behind the role."""
+    if not isinstance(channel, SmuRole):
+        raise InstrumentError(f"{channel.name}: not an SMU driver this bench can read back")
+    return channel
+
+
+def _named(call: Any, exc: BaseException) -> str:
+    """The failure on one line, starting with the instrument's name (a validator's or a router's
+    refusal does not say whose it is)."""
+    text = one_line(exc)
+    owner = getattr(call, "__self__", None)
+    name = getattr(owner, "name", None) or getattr(getattr(owner, "matrix", None), "name", "")
+    if name and not text.startswith(name.split(".")[0]):
+        text = f"{name}: {text}"
+    return text
+
+
+# ---------------------------------------------------------------------------------------- safe state
+def _safe_order(config: BenchConfig) -> list[str]:
+    """Outputs off before any relay moves (no relay opens under current), pots last."""
+    rank = {SMU: 0, MATRIX: 1, POTS: 2}
+    return sorted(config.instruments, key=lambda name: rank[config.instruments[name].role])
+
+
+def _with_retry(hw: Instruments, name: str, action: Callable[[], str]) -> str:
+    """`action`, and once more on a new session when the first one fails: a dropped link or a
+    session out of step (a late answer, garbage) is then no reason to leave an output on."""
+    try:
+        return action()
+    except FAULTS:
+        driver = hw.sessions[name]
+        try:
+            driver.transport.close()
+        except Exception:  # it is broken: that is why it is replaced
+            pass
+        driver.transport = hw.links[name]()
+        driver.identify()
+        return action()
+
+
+def smu_channels(spec: InstrumentSpec, driver: Instrument) -> dict[str, SmuRole]:
+    """Every channel of an SMU (also those the bench config does not use), by channel key."""
+    session: Any = driver
+    names = MODELS[spec.model].channels
+    if not names:
+        return {spec.name: _smu(session)}
+    return {f"{spec.name}.{ch}": _smu(session.channel(ch)) for ch in names}
+
+
+def crosspoints_on(config: BenchConfig, matrix: str) -> set[str]:
+    """Every crosspoint the bench config names on a matrix (probe routes, inverting relays)."""
+    found: set[str] = set()
+    if matrix == config.probe_matrix:
+        for channels in config.probe_routes.values():
+            found.update(channels)
+    if matrix == (config.probe_matrix or next(iter(config.of_role(MATRIX)), "")):
+        for channels in config.amplifiers.values():
+            found.update(channels)
+    return found
+
+
+def closed_relays(matrix: SwitchMatrix, known: set[str]) -> set[str]:
+    """The relays closed now, asked of the instrument. A 34980A cannot list them: it is asked
+    about every crosspoint the bench config names."""
+    if not isinstance(matrix, Keysight34980A):
+        return matrix.closed_channels()
+    if not known:
+        return set()
+    asked = sorted(known)
+    query = matrix.STATE_QUERY.format(channels=",".join(asked))
+    states = parse_states(matrix.ask(query))
+    if len(states) != len(asked):
+        raise InstrumentError(f"{matrix.name}: {query} gave {len(states)} states for {len(asked)} channels")
+    return {channel for channel, closed in zip(asked, states, strict=True) if closed}
+
+
+def make_instrument_safe(config: BenchConfig, name: str, hw: Instruments) -> str:
+    """One instrument to its safe state, read back: SMU channels at level 0 with the output off,
+    every relay open, every pot at the safe code. Returns what was read back; raises (naming the
+    instrument) what could not be done or does not read back safe."""
+    spec, driver = config.instruments[name], hw.sessions[name]
+    if spec.role == SMU:
+        channels = smu_channels(spec, driver)
+        for key, smu in channels.items():
+            # The instrument's own source function, not what this session believed: a reset or
+            # another client may have changed it, and a level is set in the function's units.
+            smu.mode = "V" if smu.function == smu.VOLTS else "I"
+            smu.safe()
+            if smu.output_state:
+                raise InstrumentError(f"{key}: output still on after it was switched off")
+            level = smu.voltage if smu.mode == "V" else smu.current
+            if level != 0.0:
+                raise InstrumentError(f"{key}: level reads {level:g} after it was set to 0")
+        return f"{len(channels)} output{'s' * (len(channels) > 1)} off at 0"
+    if spec.role == MATRIX:
+        matrix = hw.matrices[name]
+        matrix.open_all()
+        matrix.wait_complete()
+        closed = closed_relays(matrix, crosspoints_on(config, name))
+        if closed:
+            raise InstrumentError(f"{name}: relays {sorted(closed)} still closed after opening every one")
+        return "every relay open"
+    bank = hw.pots[name]
+    bank.reset()
+    codes = {channel: bank.read_code(channel) for channel in range(1, bank.channels + 1)}
+    off = {channel: code for channel, code in codes.items() if code != SAFE_CODE}
+    if off:
+        raise InstrumentError(f"{name}: pots read {off} after *RST, not the safe code {SAFE_CODE}")
+    return f"{bank.channels} pots at the safe code {SAFE_CODE}"
+
+
+@dataclass(frozen=True)
+class SafeReport:
+    """What `make_safe` did to one instrument."""
+
+    name: str
+    model: str
+    address: str
+    safe: bool
+    detail: str  # what was read back, or what went wrong
+
+
+def make_safe(config: BenchConfig) -> list[SafeReport]:
+    """Bring a bench to its safe state from a fresh process (after the one driving it died):
+    refuse if any instrument is locked by a live process, else connect and identify each one,
+    make it safe and read it back. An instrument that fails does not stop the others."""
+    addresses = {name: spec.address for name, spec in config.instruments.items()}
+    locks = claim(config, addresses)
+    reports: list[SafeReport] = []
+    try:
+        for name in _safe_order(config):
+            spec = config.instruments[name]
+            hw = Instruments(addresses=dict(addresses))
+            try:
+                _open(hw, spec, addresses[name])
+                detail = _with_retry(hw, name, partial(make_instrument_safe, config, name, hw))
+                reports.append(SafeReport(name, spec.model, addresses[name], True, detail))
+            except FAULTS as exc:
+                reports.append(SafeReport(name, spec.model, addresses[name], False, one_line(exc)))
+            finally:
+                for driver in hw.sessions.values():
+                    try:
+                        driver.close()
+                    except Exception:  # a dead session cannot be closed more
+                        pass
+    finally:
+        release(locks)
+    return reports
 
 
 # ---------------------------------------------------------------------------------------- opening
@@ -264,29 +616,55 @@ Serve = Callable[[], tuple[dict[str, str], Callable[[], None]]]
 def open_bench(
     config: BenchConfig, network: Network, method: str, inputs: np.ndarray, serve: Serve | None = None
 ) -> BenchBackend:
-    """Check the config against the network, connect, identify, configure; leave every output at
-    0 V (compliance set first) and every relay open. Nothing is energised, and nothing is served,
-    before all checks pass. With `serve`, the instruments are at the addresses it returns."""
+    """Check the config against the network, claim every instrument, connect, identify,
+    configure; leave every output at 0 V (compliance set first) and every relay open. Nothing is
+    energised, and nothing is served, before all checks pass. With `serve`, the instruments are
+    at the addresses it returns."""
     benchconfig.check_against(config, network, method, benchconfig.max_source_volts(network, inputs))
     addresses = {name: spec.address for name, spec in config.instruments.items()}
     stop: Callable[[], None] | None = None
     if serve is not None:
         addresses, stop = serve()
+    locks: list[InstrumentLock] = []
     try:
+        locks = claim(config, addresses)
         hw = connect(config, addresses)
-    except Exception:
+    except BaseException:
+        release(locks)
         if stop is not None:
             stop()
         raise
     backend = BenchBackend(network, config, hw)
     if stop is not None:
         backend.on_close.append(stop)
+    backend.on_close.append(lambda: release(locks))
     try:
         configure(backend)
-    except Exception:
+    except BaseException:
         backend.close()
         raise
     return backend
+
+
+def _open(hw: Instruments, spec: InstrumentSpec, address: str) -> Instrument:
+    """A session with one instrument, identified; touches no output."""
+    model = MODELS[spec.model]
+    line = model.driver.line
+    if ANSWER_TIMEOUT_S is not None:
+        line = dataclasses.replace(line, timeout_s=ANSWER_TIMEOUT_S)
+    if model.serial:
+        hw.links[spec.name] = lambda: SerialTransport(address, line)
+        bank = PotBridge(hw.links[spec.name](), spec.name, spec.pot_model())
+        hw.pots[spec.name] = bank
+        driver: Instrument = bank
+    else:
+        hw.links[spec.name] = lambda: VisaTransport(address, line)
+        driver = model.driver(hw.links[spec.name](), spec.name)
+        if model.role == MATRIX:
+            hw.matrices[spec.name] = driver  # type: ignore[assignment]
+    hw.sessions[spec.name] = driver
+    driver.identify()
+    return driver
 
 
 def connect(config: BenchConfig, addresses: dict[str, str]) -> Instruments:
@@ -294,25 +672,18 @@ def connect(config: BenchConfig, addresses: dict[str, str]) -> Instruments:
     hw = Instruments(addresses=dict(addresses))
     try:
         for name, spec in config.instruments.items():
-            model = MODELS[spec.model]
-            if model.serial:
-                bank = PotBridge(SerialTransport(addresses[name], PotBridge.line), name, spec.pot_model())
-                hw.pots[name] = bank
-                driver: Instrument = bank
-            else:
-                driver = model.driver(VisaTransport(addresses[name], model.driver.line), name)
-                if model.role == MATRIX:
-                    hw.matrices[name] = driver  # type: ignore[assignment]
-            hw.sessions[name] = driver
-            driver.identify()
+            _open(hw, spec, addresses[name])
         for key in config.smu_channels():
             inst, _, ch = key.partition(".")
             session: Any = hw.sessions[inst]
             hw.smus[key] = session.channel(ch) if ch else session
-    except (InstrumentError, TransportError) as exc:
+    except FAULTS as exc:
         for driver in hw.sessions.values():
-            driver.close()
-        raise BackendError(str(exc)) from exc
+            try:
+                driver.close()
+            except Exception:  # a session that failed may not close cleanly
+                pass
+        raise BackendError(one_line(exc)) from exc
     return hw
 
 
@@ -332,3 +703,4 @@ def configure(backend: BenchBackend) -> None:
         backend._levels[key] = 0.0
     for driver in hw.sessions.values():
         backend._guard(driver.check_errors)
+    backend._live = True

@@ -1,5 +1,8 @@
 """What every driver shares: a locked line-level session, identity check, error queue, and
 declarative controls (one line per instrument command) with validators that refuse, never clip.
+
+Every failure names the instrument: a transport's error is prefixed with the instrument's name,
+and an answer a control cannot parse is an `InstrumentError` that quotes it.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from drivers.transport import LineFormat, Transport
+from drivers.transport import LineFormat, Transport, TransportError, one_line
 
 
 class InstrumentError(RuntimeError):
@@ -75,7 +78,8 @@ class Control:
             return self
         if self.get is None:
             raise AttributeError(f"{self.name} cannot be read back")
-        return self.parse(owner.ask(self.get.format(ch=owner.ch)))
+        query = self.get.format(ch=owner.ch)
+        return parsed(owner.name, query, owner.ask(query), self.parse)
 
     def __set__(self, owner: Any, value: Any) -> None:
         if self.set is None:
@@ -90,6 +94,19 @@ def measurement(get: str, doc: str, parse: Callable[[str], Any] = float) -> Cont
 
 def setting(set: str, doc: str, validator: Validator = lambda v: v, **kw: Any) -> Control:
     return Control(None, set, doc, validator, **kw)
+
+
+def parsed(name: str, query: str, reply: str, parse: Callable[[str], Any]) -> Any:
+    """`parse(reply)`, or an `InstrumentError` quoting what the instrument answered."""
+    try:
+        return parse(reply)
+    except (ValueError, IndexError) as exc:
+        raise InstrumentError(
+            one_line(
+                f"{name}: answered {reply[:40]!r} to {query!r}, which does not parse ({exc}): the session "
+                "is out of step or the line is noisy"
+            )
+        ) from exc
 
 
 def on_off(text: str) -> bool:
@@ -122,11 +139,23 @@ class Instrument:
     # -- line level
     def write(self, line: str) -> None:
         with self._lock:
-            self.transport.write(line)
+            try:
+                self.transport.write(line)
+            except TransportError as exc:
+                raise self._named(exc) from exc
 
     def ask(self, line: str) -> str:
         with self._lock:
-            return self.transport.query(line)
+            try:
+                return self.transport.query(line)
+            except TransportError as exc:
+                raise self._named(exc) from exc
+
+    def _named(self, exc: TransportError) -> TransportError:
+        """The transport's error with this instrument's name in front (its address follows)."""
+        address = getattr(self.transport, "address", "")
+        joint = " at " if address and str(exc).startswith(address) else ": "
+        return TransportError(f"{self.name}{joint}{exc}")
 
     # -- session level
     def identify(self) -> str:
@@ -156,7 +185,7 @@ class Instrument:
         """Drain the error queue."""
         found: list[tuple[int, str]] = []
         for _ in range(64):  # a queue holds at most a few dozen entries; never loop forever
-            code, text = self.parse_error(self.ask(self.error_query))
+            code, text = parsed(self.name, self.error_query, self.ask(self.error_query), self.parse_error)
             if code == 0:
                 return found
             found.append((code, text))

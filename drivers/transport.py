@@ -2,11 +2,14 @@
 a scripted pipe for protocol tests.
 
 A transport moves one line at a time; terminators and timeouts come from the driver. Every
-transport counts what crossed it, so benchmarks can report round trips.
+transport counts what crossed it, so benchmarks can report round trips. A failure is a one-line
+`TransportError` that says which of the things that go wrong on a line went wrong: the connection
+refused or lost, no answer in time, an answer that is not text.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +21,40 @@ if TYPE_CHECKING:
 
 class TransportError(ConnectionError):
     """The instrument could not be reached or did not answer."""
+
+
+def one_line(text: object) -> str:
+    """An error's text on one line (some libraries' messages span several)."""
+    return " ".join(str(text).split())
+
+
+CHECK_ADDRESS = "check that the instrument is on and its address in the bench config"
+CHECK_LINK = "check the instrument's power and its cable"
+LOST = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN)
+
+
+def _lost(exc: BaseException) -> bool:
+    """A write or read failed because the other end is gone (not a bad address)."""
+    return isinstance(exc, OSError) and exc.errno in LOST
+
+
+def _not_text(address: str, line: str, exc: UnicodeDecodeError) -> str:
+    return (
+        f"{address}: answered {exc.object[:24]!r} to {line!r}, which is not text: noise on the line, "
+        "or another device at this address"
+    )
+
+
+def peer_closed(sock: socket.socket | None) -> bool:
+    """True when the other end closed the connection (an EOF waits to be read)."""
+    if sock is None:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # open, nothing to read
+    except OSError:
+        return True
 
 
 @dataclass
@@ -57,6 +94,7 @@ class VisaTransport:
 
         self.traffic = Traffic()
         self.address = address
+        self.line = line
         try:
             self._rm = pyvisa.ResourceManager("@py")
             # A line-level instrument: a message-based resource (SOCKET, INSTR, ASRL).
@@ -67,35 +105,54 @@ class VisaTransport:
                 timeout=int(line.timeout_s * 1000),
             )
         except Exception as exc:  # pyvisa raises several unrelated types for a bad address
-            raise TransportError(f"cannot open {address}: {exc}") from exc
+            raise TransportError(one_line(f"cannot open {address}: {exc}: {CHECK_ADDRESS}")) from exc
         self._no_delay()
+
+    def _socket(self) -> socket.socket | None:
+        """The TCP socket under a pyvisa-py SOCKET session, when it has one."""
+        session = getattr(self._res.visalib, "sessions", {}).get(self._res.session)
+        sock = getattr(session, "interface", None)
+        return sock if isinstance(sock, socket.socket) else None
 
     def _no_delay(self) -> None:
         """Send each line at once. With Nagle's algorithm a query right after a write waits for
         the instrument's delayed ACK (~40 ms a time); pyvisa-py has no attribute for it, so set the
         option on its socket when the session has one."""
-        session = getattr(self._res.visalib, "sessions", {}).get(self._res.session)
-        sock = getattr(session, "interface", None)
-        if isinstance(sock, socket.socket):
+        sock = self._socket()
+        if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, line: str) -> None:
         try:
             self._res.write(line)
         except Exception as exc:
-            raise TransportError(f"{self.address}: write {line!r} failed: {exc}") from exc
+            raise TransportError(self._failure("sending", line, exc)) from exc
         self.traffic.writes += 1
 
     def query(self, line: str) -> str:
         try:
             reply = self._res.query(line)
         except Exception as exc:
-            raise TransportError(
-                f"{self.address}: no answer to {line!r} ({exc}): check that the instrument is "
-                "on and its address in the bench config"
-            ) from exc
+            raise TransportError(self._failure("awaiting the answer to", line, exc)) from exc
         self.traffic.queries += 1
         return reply.strip()
+
+    def _failure(self, doing: str, line: str, exc: Exception) -> str:
+        """Which failure it was. pyvisa-py reports a connection the instrument closed as a
+        timeout, so a timeout is checked against the socket before it is called one."""
+        from pyvisa import constants
+
+        if isinstance(exc, UnicodeDecodeError):
+            return _not_text(self.address, line, exc)
+        timeout = getattr(exc, "error_code", None) == constants.StatusCode.error_timeout
+        if _lost(exc) or (timeout and peer_closed(self._socket())):
+            return f"{self.address}: connection lost {doing} {line!r}: {CHECK_LINK}"
+        if timeout:
+            return (
+                f"{self.address}: no answer to {line!r} within {self.line.timeout_s:g} s: the instrument "
+                f"stalls or is busy; {CHECK_ADDRESS}"
+            )
+        return one_line(f"{self.address}: no answer to {line!r} ({exc}): {CHECK_ADDRESS}")
 
     def close(self) -> None:
         try:
@@ -112,11 +169,12 @@ class SerialTransport:
 
         self.traffic = Traffic()
         self.address = url
-        self._line = line
+        self.line = line
+        self.baudrate = baudrate
         try:
             self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=line.timeout_s)
         except Exception as exc:  # SerialException, ValueError for a malformed URL, OSError
-            raise TransportError(f"cannot open {url}: {exc}") from exc
+            raise TransportError(one_line(f"cannot open {url}: {exc}: {CHECK_ADDRESS}")) from exc
         sock = getattr(self._port, "_socket", None)  # socket:// URLs: no Nagle delay (see VisaTransport)
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -127,28 +185,50 @@ class SerialTransport:
 
     def query(self, line: str) -> str:
         self._send(line)
-        reply = self._read_line()
+        reply = self._read_line(line)
         self.traffic.queries += 1
         return reply
 
     def close(self) -> None:
+        sock = getattr(self._port, "_socket", None)
+        if isinstance(sock, socket.socket):
+            # pyserial's socket:// close sleeps 0.3 s "in case of quick reconnects"; nothing here
+            # reconnects that fast, and a bench closes its bridge after every run.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # the other end is gone already
+            sock.close()
+            self._port._socket = None
+            self._port.is_open = False
+            return
         self._port.close()
 
     def _send(self, line: str) -> None:
         try:
-            self._port.write((line + self._line.write_termination).encode("ascii"))
+            self._port.write((line + self.line.write_termination).encode("ascii"))
         except Exception as exc:
-            raise TransportError(f"{self.address}: write {line!r} failed: {exc}") from exc
+            # pyserial wraps the socket's error: a broken pipe arrives as a SerialException.
+            raise TransportError(
+                one_line(f"{self.address}: connection lost sending {line!r} ({exc}): {CHECK_LINK}")
+            ) from exc
 
-    def _read_line(self) -> str:
-        end = self._line.read_termination.encode("ascii")
+    def _read_line(self, line: str) -> str:
+        end = self.line.read_termination.encode("ascii")
         try:
             raw = self._port.read_until(end)
-        except Exception as exc:
-            raise TransportError(f"{self.address}: read failed: {exc}") from exc
+        except Exception as exc:  # pyserial's socket:// says "socket disconnected" when the peer closed
+            lost = f"{self.address}: connection lost awaiting the answer to {line!r} ({exc}): {CHECK_LINK}"
+            raise TransportError(one_line(lost)) from exc
         if not raw.endswith(end):
-            raise TransportError(f"{self.address}: no answer within {self._line.timeout_s} s")
-        return raw[: -len(end)].decode("ascii").strip()
+            raise TransportError(
+                f"{self.address}: no answer to {line!r} within {self.line.timeout_s:g} s: the instrument "
+                f"stalls or is busy; {CHECK_ADDRESS}"
+            )
+        try:
+            return raw[: -len(end)].decode("ascii").strip()
+        except UnicodeDecodeError as exc:
+            raise TransportError(_not_text(self.address, line, exc)) from exc
 
 
 class ProtocolMismatch(AssertionError):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,6 +18,7 @@ from hil.studies import sweep
 from hil.studies.sweepfile import read
 
 ROOT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_seed_start_conditions_reproduce_the_seeds_first_12_starts(hil, configs, tmp_path):
@@ -254,3 +256,128 @@ def test_sweep_config_section_is_checked(hil, tmp_path):
     result = hil("sweep", "starts", str(bad), "--starts", "1", "--out", str(tmp_path / "x.h5"))
     assert result.returncode == 2 and "[sweep] seed_formula = 'n^2' is invalid" in result.stderr
     assert sweep.start_seed("n+3n^2+5", 99, 4) == 4 + 48 + 5 and sweep.start_seed("seed+n", 99, 4) == 103
+
+
+# ---------------------------------------------------------------------------------------- stopping workers
+def _procs() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, state letter)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    return found
+
+
+def _workers(parent: int) -> list[int]:
+    """The sweep's worker processes (not multiprocessing's resource tracker)."""
+    kids = [pid for pid, (ppid, _) in _procs().items() if ppid == parent]
+    out = []
+    for pid in kids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def _gone(pids: list[int], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        procs = _procs()
+        if all(pid not in procs or procs[pid][1] == "Z" for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def started():
+    """Sweeps a test starts; whatever a failing test left running is killed, workers included."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the workers too, orphaned or not
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+
+
+def _sweep(started, tmp_path, starts, epochs):
+    out = tmp_path / "workers.h5"
+    args = [
+        sys.executable, "-m", "hil.cli", "sweep", "starts", str(ROOT / "configs" / "xor.toml"), "--backend",
+        "numeric", "--starts", str(starts), "--epochs", str(epochs), "--workers", "2", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ROOT_ENV, start_new_session=True
+    )
+    started.append(proc)
+    deadline = time.monotonic() + 60
+    while len(_workers(proc.pid)) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "no workers started"
+        time.sleep(0.05)
+    return proc, out, _workers(proc.pid)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_stopping_a_sweep_stops_every_worker_and_says_interrupted(started, tmp_path, how):
+    proc, out, workers = _sweep(started, tmp_path, starts=200, epochs=5000)  # tasks of ~7 s each
+    time.sleep(0.5)
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the workers too
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [
+        f"hil: interrupted; every finished task is in {out}: run the same command again to resume"
+    ]
+    assert _gone(workers, 1.0)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "interrupted"
+
+
+def test_sigterm_while_one_worker_has_no_task_left_stops_the_sweep(started, tmp_path):
+    """The last task running, the other worker done: stopping must not wait for either."""
+    proc, out, workers = _sweep(started, tmp_path, starts=3, epochs=3000)  # tasks of ~4 s
+    deadline = time.monotonic() + 120
+    idle = 0
+    while idle < 10:  # for 0.5 s one worker has no task (waiting, or gone) while the other trains
+        assert time.monotonic() < deadline and proc.poll() is None
+        states = [_procs().get(pid, (0, "gone"))[1] for pid in workers]
+        idle = idle + 1 if states.count("R") == 1 else 0
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert _gone(workers, 1.0)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "interrupted"
+
+
+def test_a_worker_that_dies_ends_the_sweep_with_one_line_instead_of_a_hang(started, tmp_path):
+    proc, out, workers = _sweep(started, tmp_path, starts=200, epochs=5000)
+    time.sleep(0.5)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hil: error: worker process {workers[0]} died"), err
+    assert "killed by SIGKILL" in lines[0] and "run the same command again to resume" in lines[0]
+    assert _gone(workers, 1.0)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"].startswith(f"failed: worker process {workers[0]} died (killed by SIGKILL)")
+
+
+def test_kill_9_of_a_sweep_takes_its_workers_along(started, tmp_path):
+    proc, _, workers = _sweep(started, tmp_path, starts=200, epochs=5000)
+    time.sleep(1.0)  # well into their first tasks
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _gone(workers, 2.0)  # their tasks had seconds to go
+    proc.communicate(timeout=30)  # the workers held its pipes

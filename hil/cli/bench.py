@@ -1,10 +1,11 @@
-"""`hil bench-check` and `hil emulate`: a bench's instruments, real or emulated."""
+"""`hil bench-check`, `hil safe` and `hil emulate`: a bench's instruments, real or emulated."""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import tomli_w
 
 from hil import config, runlog
 from hil.backends import open_backend
-from hil.cli.common import StopFlag
+from hil.cli.common import EXIT_FAILED, EXIT_USAGE, StopFlag
 
 
 def cmd_bench_check(args: argparse.Namespace) -> int:
@@ -34,6 +35,37 @@ def cmd_bench_check(args: argparse.Namespace) -> int:
     )
     for inst in identity.instruments:
         print(f"  {inst['name']:>8s}  {inst['model']:<16s} {inst['address']:<40s} {inst['idn']}")
+    return 0
+
+
+def cmd_safe(args: argparse.Namespace) -> int:
+    """Bring a bench to its safe state after the process that drove it died: connect, identify,
+    every output to 0 and off, every relay open, every pot at the safe code, read it all back and
+    report each instrument. A bench another live process holds is refused, with who holds it."""
+    from drivers import benchconfig
+    from drivers.bench import make_safe
+
+    bench = benchconfig.read(args.config)
+    if bench.emulated:
+        print(
+            f"hil: error: {args.config} is an emulated bench: its emulators live only as long as the run "
+            "that started them, so there is nothing left to make safe",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    reports = make_safe(bench)
+    bad = [r for r in reports if not r.safe]
+    width = max(len(r.name) for r in reports)
+    for r in reports:
+        print(f"  {r.name:>{width}s}  {r.model:<16s} {'safe' if r.safe else 'NOT SAFE':<8s}  {r.detail}")
+    if bad:
+        print(
+            f"hil: error: {', '.join(r.name for r in bad)} not made safe: make sure each is on and "
+            "connected, then run `hil safe` again (or switch its outputs off at its front panel)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(f"{args.config}: {len(reports)} instruments safe: outputs off, relays open, pots at safe codes")
     return 0
 
 
@@ -88,6 +120,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     check.add_argument("config", help="bench config (TOML)")
     check.set_defaults(run=cmd_bench_check)
+    safe = sub.add_parser(
+        "safe",
+        help="bring a bench to its safe state (after a run died) and read it back",
+        description=cmd_safe.__doc__,
+    )
+    safe.add_argument("config", help="bench config (TOML)")
+    safe.set_defaults(run=cmd_safe)
     emulate = sub.add_parser(
         "emulate", help="serve a virtual bench for a bench config", description=cmd_emulate.__doc__
     )

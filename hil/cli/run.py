@@ -16,7 +16,7 @@ import tomli_w
 
 from hil import config, eqprop, runlog, train
 from hil.backends import open_backend
-from hil.cli.common import EXIT_INTERRUPTED, StopFlag, add_command, overrides, sample
+from hil.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, StopFlag, add_command, overrides, sample
 from hil.datasets import Dataset
 from hil.interface import Backend, BackendError, Identity
 
@@ -62,11 +62,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             bench_toml,
             claim,
         )
-    except BaseException:
+    except BaseException as exc:
         if claim is not None:
             claim.release()
-        backend.safe_state()
-        backend.close()
+        unsafe = _leave_safe(backend)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError | FileNotFoundError):
+            # Unwritable or full: nothing was trained, so nothing is lost but the time to say so.
+            print(
+                _one_line(
+                    f"hil: error: cannot create the run log {out} ({exc.strerror or exc}): free space "
+                    f"on its disk, make it writable or give another --out{'; ' + unsafe if unsafe else ''}"
+                ),
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         raise
     return _run(experiment, backend, log, g0, None)
 
@@ -119,17 +128,26 @@ def _run(
     g0: np.ndarray,
     start: train.Progress | None,
 ) -> int:
-    """Train into the log; on every way out leave the backend safe and the log with a true status."""
+    """Train into the log; on every way out leave the backend safe and the log with a true status.
+
+    A failure (the backend's, or the run log's own: disk full, unwritable) ends the run with one
+    line on stderr and exit code 1, and the log's status says it: "failed: <what> (where)". The
+    stop flag stays up until the backend is safe and the log closed, so a second Ctrl-C or
+    SIGTERM cannot cut the safe state short."""
     hyper, data = experiment.hyper(), experiment.dataset()
     last_checkpoint = [time.monotonic()]
 
     def checkpoint(progress: train.Progress) -> None:
-        log.checkpoint(progress, backend.solver_state())
+        try:
+            log.checkpoint(progress, backend.solver_state())
+        except OSError as exc:
+            raise _LogFailed(_log_failure(log, exc)) from exc
         last_checkpoint[0] = time.monotonic()
 
-    status = "failed"
-    try:
-        with StopFlag() as stop:
+    records: list[train.EpochRecord] = []
+    status, failure = "failed", ""
+    with StopFlag() as stop:
+        try:
             records = train.train(
                 backend,
                 data,
@@ -142,23 +160,35 @@ def _run(
                 checkpoint_due=lambda: time.monotonic() - last_checkpoint[0] > CHECKPOINT_SECONDS,
             )
             status = "completed"
-    except train.Interrupted:
-        status = "interrupted"
+        except train.Interrupted:
+            status = "interrupted"
+        except BackendError as exc:
+            failure = _what_failed(exc)
+        except _LogFailed as exc:
+            failure = str(exc)
+        except BaseException as exc:  # a bug: its traceback follows, the log still says what ended it
+            failure = _one_line(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            unsafe = _leave_safe(backend)
+            if unsafe:
+                failure = f"{failure}; {unsafe}" if failure else unsafe
+            if failure:
+                status = f"failed: {failure}"
+            try:
+                log.close(status)
+            except OSError as exc:
+                failure = failure or _log_failure(log, exc)
+    if failure:
+        print(f"hil: error: {failure}; the run so far is in {log.path}", file=sys.stderr)
+        return EXIT_FAILED
+    if status == "interrupted":
         print(
             f"hil: interrupted; the run so far is in {log.path}: `hil train --resume {log.path}` "
             "continues it",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    except BackendError as exc:
-        status = f"failed: {exc}"
-        raise
-    finally:
-        try:
-            backend.safe_state()
-            backend.close()
-        finally:
-            log.close(status)
     last = records[-1]
     right = round(last.accuracy * len(data))
     print(
@@ -166,6 +196,49 @@ def _run(
         f"accuracy {right}/{len(data)} ({last.accuracy:.0%}), run log {log.path}"
     )
     return 0
+
+
+class _LogFailed(Exception):
+    """The run log could not be written; the message says so on one line."""
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _what_failed(exc: BackendError) -> str:
+    """What failed, then where: the trainer puts where it was (epoch, sample, phase) in front of
+    the backend's message; the log's status and the error line lead with the backend's words (on
+    a bench, the instrument's name) and give the place in parentheses."""
+    inner: BaseException = exc
+    while isinstance(inner.__cause__, BackendError):
+        inner = inner.__cause__
+    text, outer = _one_line(inner), _one_line(exc)
+    where = outer[: -len(text)].strip(" ,:") if inner is not exc and outer.endswith(text) else ""
+    return f"{text} ({where})" if where else outer
+
+
+def _log_failure(log: runlog.RunLog, exc: OSError) -> str:
+    return _one_line(
+        f"cannot write the run log {log.path} ({exc.strerror or exc}): free space on its disk or "
+        f"make it writable; the log keeps every epoch up to its last checkpoint and "
+        f"`hil train --resume {log.path}` continues from there"
+    )
+
+
+def _leave_safe(backend: Backend) -> str:
+    """Safe state and close, whatever happened before; "" when done, else what went wrong there
+    (on a bench: what the last check found, and what is not safe)."""
+    problem = ""
+    try:
+        backend.safe_state()
+    except BackendError as exc:
+        problem = _one_line(exc)
+    try:
+        backend.close()
+    except BackendError as exc:
+        problem = problem or _one_line(exc)
+    return problem
 
 
 def _identity(experiment: config.Experiment, identity: Identity) -> Identity:

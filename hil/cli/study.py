@@ -11,7 +11,16 @@ import numpy as np
 
 from hil import config, eqprop, runlog
 from hil.backends import open_backend
-from hil.cli.common import EXIT_INTERRUPTED, StopFlag, add_command, names, numbers, overrides, sample
+from hil.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    StopFlag,
+    add_command,
+    names,
+    numbers,
+    overrides,
+    sample,
+)
 from hil.studies import gradcheck, sweep
 from hil.studies.sweepfile import Plan, SweepFile, read, summarise
 from hil.train import Interrupted
@@ -103,28 +112,30 @@ def _run_sweep(
 
     network = experiment.network()
     out = Path(args.out)
-    file = SweepFile(out, plan, network, force=args.force)
-    remaining = [t for t in tasks if not file.done(t.method)[t.index]]
-    finished = len(tasks) - len(remaining)
-    if finished:
-        print(f"hil: resuming {out}: {finished} of {len(tasks)} tasks already done", file=sys.stderr)
     parallel = args.dask is not None or args.workers > 1
-    bar = tqdm(
-        total=len(remaining) * plan.epochs,
-        unit="epoch",
-        disable=None,
-        file=sys.stderr,
-        desc=f"sweep {plan.kind} {network.name}",
-    )
+    # The stop flag is up from before the file says "running" until it says how the sweep ended,
+    # so a signal never leaves it "running", and workers are stopped before it is closed.
+    with StopFlag() as stop:
+        file = SweepFile(out, plan, network, force=args.force)
+        remaining = [t for t in tasks if not file.done(t.method)[t.index]]
+        finished = len(tasks) - len(remaining)
+        if finished:
+            print(f"hil: resuming {out}: {finished} of {len(tasks)} tasks already done", file=sys.stderr)
+        bar = tqdm(
+            total=len(remaining) * plan.epochs,
+            unit="epoch",
+            disable=None,
+            file=sys.stderr,
+            desc=f"sweep {plan.kind} {network.name}",
+        )
 
-    def on_result(result: sweep.TaskResult) -> None:
-        file.write(result)
-        if parallel:
-            bar.update(plan.epochs)
+        def on_result(result: sweep.TaskResult) -> None:
+            file.write(result)
+            if parallel:
+                bar.update(plan.epochs)
 
-    status = "failed"
-    try:
-        with StopFlag() as stop:
+        status = "failed"
+        try:
             sweep.execute(
                 remaining,
                 on_result,
@@ -133,20 +144,26 @@ def _run_sweep(
                 dask_address=args.dask,
                 on_epoch=lambda: bar.update(1),
             )
-        status = "completed"
-    except Interrupted:
-        status = "interrupted"
+            status = "completed"
+        except Interrupted:
+            status = "interrupted"
+        except sweep.WorkerDied as exc:
+            status = f"failed: {exc}"
+        except Exception as exc:
+            status = f"failed: {' '.join(str(exc).split())}"
+            raise
+        finally:
+            bar.close()
+            file.close(status)
+    if status == "interrupted":
         print(
             f"hil: interrupted; every finished task is in {out}: run the same command again to resume",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    except Exception as exc:
-        status = f"failed: {exc}"
-        raise
-    finally:
-        bar.close()
-        file.close(status)
+    if status != "completed":
+        print(f"hil: error: {status.removeprefix('failed: ')}", file=sys.stderr)
+        return EXIT_FAILED
     print(
         f"sweep {plan.kind}: {len(tasks) // len(plan.methods)} points × {len(plan.methods)} methods, "
         f"{plan.epochs} epochs, backend {plan.backend}, success = final error ≤ {plan.success_db:g} dB; "

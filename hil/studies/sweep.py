@@ -14,10 +14,15 @@ import copy
 import dataclasses
 import multiprocessing
 import os
+import pickle
 import signal
+import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
@@ -176,10 +181,54 @@ def run_task(
 
 
 # ------------------------------------------------------------------------------------------ running
-def _ignore_interrupts() -> None:
-    """Worker processes leave Ctrl-C to the parent, which stops the pool itself."""
+class WorkerDied(RuntimeError):
+    """A worker process ended without handing back its task (killed, out of memory, crashed)."""
+
+
+def _worker(conn: Connection, parent: int) -> None:
+    """A worker process: trains the tasks the parent sends, one at a time, until it sends None.
+
+    The parent owns its workers: Ctrl-C and SIGTERM are the parent's to handle (it stops the
+    workers itself), and on Linux the kernel kills a worker whose parent died, even by kill -9."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = "1"
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        return
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent closed its end
+            return
+        if task is None:
+            return
+        try:
+            reply: tuple[str, Any] = ("result", run_task(task))
+        except Exception as exc:  # raised again in the parent, as it would have been in-process
+            reply = ("error", _portable(exc))
+        conn.send(reply)
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _portable(exc: Exception) -> Exception:
+    """`exc` with its traceback as a note, or a RuntimeError saying it when it does not pickle."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    exc.add_note(f"in a worker process:\n{text}")
+    return exc
 
 
 def execute(
@@ -219,26 +268,84 @@ def _in_processes(
     stop_requested: Callable[[], bool],
     workers: int,
 ) -> None:
+    """Each worker gets one task at a time over its own pipe. Whatever way this ends (done, a stop
+    request, an error, a worker that died) every worker is gone when it returns: a stop kills
+    them (their half-trained tasks are lost anyway), and one that dies ends the sweep with
+    `WorkerDied` instead of waiting for a result that will never come."""
     # spawn: each worker starts clean, with its own ngspice and no state inherited from here.
     os.environ["OMP_NUM_THREADS"] = "1"
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(min(workers, len(tasks)), initializer=_ignore_interrupts)
+    pending = list(reversed(tasks))
+    running: dict[Connection, tuple[BaseProcess, Task | None]] = {}
     try:
-        results = pool.imap_unordered(run_task, tasks)
-        for _ in range(len(tasks)):
-            while True:
-                if stop_requested():
-                    raise Interrupted
-                try:
-                    result = results.next(timeout=POLL_SECONDS)
-                    break
-                except multiprocessing.TimeoutError:
+        for _ in range(min(workers, len(tasks))):
+            ours, theirs = context.Pipe()
+            started: BaseProcess = context.Process(target=_worker, args=(theirs, os.getpid()), daemon=True)
+            started.start()
+            theirs.close()
+            running[ours] = (started, None)
+        for conn in running:
+            running[conn] = (running[conn][0], _hand_out(conn, pending))
+        while any(task is not None for _, task in running.values()):
+            if stop_requested():
+                raise Interrupted
+            busy = {conn: (process, task) for conn, (process, task) in running.items() if task is not None}
+            ready = set(wait([*busy, *(process.sentinel for process, _ in busy.values())], POLL_SECONDS))
+            for conn, (process, task) in busy.items():
+                if conn in ready:
+                    try:
+                        kind, value = conn.recv()
+                    except (EOFError, OSError):
+                        kind, value = "died", None
+                elif process.sentinel in ready:
+                    kind, value = "died", None
+                else:
                     continue
-            on_result(result)
-        pool.close()
+                if kind == "error":
+                    raise value
+                if kind == "result":
+                    on_result(value)
+                    running[conn] = (process, _hand_out(conn, pending))
+                    continue
+                process.join(1.0)
+                if stop_requested():
+                    raise Interrupted  # a signal to the whole process group reached it first
+                raise WorkerDied(
+                    f"worker process {process.pid} died ({_how(process.exitcode)}) while training "
+                    f"{task.method} #{task.index}: the finished tasks are kept; run the same command "
+                    "again to resume"
+                )
     finally:
-        pool.terminate()
-        pool.join()
+        _stop_workers(running)
+
+
+def _hand_out(conn: Connection, pending: list[Task]) -> Task | None:
+    """Send the next task to a worker (None when there is none: it then exits)."""
+    task = pending.pop() if pending else None
+    try:
+        conn.send(task)
+    except OSError:
+        pass  # it died: its sentinel says so
+    return task
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode}"
+
+
+def _stop_workers(running: dict[Connection, tuple[BaseProcess, Task | None]]) -> None:
+    """Kill every worker still running and wait for each: none outlives the sweep."""
+    for conn, (process, task) in running.items():
+        if process.is_alive() and task is not None:
+            process.kill()  # busy: its task cannot be saved
+        conn.close()  # an idle worker reads EOF and exits
+    for process, _ in running.values():
+        process.join(5.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def connect_dask(address: str) -> Any:

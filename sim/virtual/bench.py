@@ -1,21 +1,31 @@
 """A virtual bench for a bench config: one emulator per instrument, each on its own local TCP port,
 all answering from one emulated circuit. `hil emulate` serves one; `emulated = true` in a bench
 config makes `hil train` and `hil bench-check` start one on free ports and stop it at the end.
+
+For fault-injection tests, `inject` gives one instrument's server a `Fault`: the line faults of
+`sim.virtual.server` (disconnect, stall, garbage) or a state change the bench plays on that
+instrument: "reset" (back to power-on: outputs off at 0 V, relays open, pots at the safe code, as
+a front-panel reset or another client's *RST leaves it; the session stays), "power-cycle" (the
+same, and the connection drops, as a power glitch does to a LAN or USB session) and, on an SMU,
+"trip" (its limits fall below what the board draws, as a short would make it: every channel in
+compliance).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from drivers.benchconfig import BenchConfig, InstrumentSpec
-from drivers.models import MATRIX, POTS
+from drivers.firmware.potbridge import SAFE_CODE
+from drivers.models import MATRIX, POTS, SMU
 from hil.network import Network
 from sim.virtual.circuit import EmulatedCircuit, Wiring
 from sim.virtual.pot_emulators import PotBridgeEmulator
-from sim.virtual.server import LineServer
+from sim.virtual.server import DISCONNECT, Action, Fault, Hit, LineServer
 from sim.virtual.smu_emulators import Emulated2450, Emulated2600B, EmulatedB2900, Reading
-from sim.virtual.state import BenchState, PotBankState, RelayState
+from sim.virtual.state import BenchState, PotBankState, RelayState, SmuState
 from sim.virtual.switch_emulators import Keithley707BEmulator, Keysight34980AEmulator
 
 Emulator = Any  # anything with `handle(line) -> reply | None`
@@ -27,7 +37,7 @@ def _relays(state: BenchState, spec: InstrumentSpec) -> RelayState:
 
 
 def _pot_bank(state: BenchState, spec: InstrumentSpec) -> PotBankState:
-    return state.pots.setdefault(spec.name, PotBankState([255] * spec.channels, 255))
+    return state.pots.setdefault(spec.name, PotBankState([SAFE_CODE] * spec.channels, SAFE_CODE))
 
 
 def _keithley_matrix(spec: InstrumentSpec, idn: str, state: BenchState, reading: Reading) -> Emulator:
@@ -103,8 +113,55 @@ class VirtualBench:
 
     def start(self) -> VirtualBench:
         for name, emulator in self.emulators.items():
-            self.servers[name] = LineServer(emulator).start()
+            actions: dict[str, Action] = {
+                "reset": partial(self.power_on, name),
+                "power-cycle": partial(self._power_cycle, name),
+            }
+            if self.config.instruments[name].role == SMU:
+                actions["trip"] = partial(self.trip, name)
+            self.servers[name] = LineServer(emulator, actions=actions).start()
         return self
+
+    # ------------------------------------------------------------------ faults
+    def inject(self, name: str, kind: str, after: int, lasting: bool = False) -> None:
+        """After `after` more lines to instrument `name`, `kind` strikes (see `Fault`)."""
+        self.servers[name].inject(Fault(kind, after, lasting))
+
+    def clear_faults(self) -> None:
+        """Every instrument answers new connections again (the cable is back, the hang is over)."""
+        for server in self.servers.values():
+            server.clear_fault()
+
+    def hits(self) -> dict[str, list[Hit]]:
+        """The faults that struck, by instrument."""
+        return {name: server.hits for name, server in self.servers.items() if server.hits}
+
+    def _channels(self, name: str) -> list[str]:
+        return [key for key in self.state.smus if key == name or key.startswith(f"{name}.")]
+
+    def power_on(self, name: str) -> None:
+        """Instrument `name` as it comes out of a power cycle or a reset."""
+        with self.state.lock:
+            for key in self._channels(name):
+                self.state.smus[key] = SmuState()
+            if name in self.state.relays:
+                self.state.relays[name].closed.clear()
+            if name in self.state.pots:
+                bank = self.state.pots[name]
+                bank.codes[:] = [bank.safe_code] * len(bank.codes)  # in place: the firmware shares the list
+            self.state.changed()
+
+    def _power_cycle(self, name: str) -> str:
+        self.power_on(name)
+        return DISCONNECT
+
+    def trip(self, name: str) -> None:
+        """Every channel of SMU `name` at its limit: the board now draws more than they allow."""
+        with self.state.lock:
+            for key in self._channels(name):
+                smu = self.state.smus[key]
+                smu.current_limit, smu.voltage_limit = 1e-9, 1e-3
+            self.state.changed()
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -118,6 +175,16 @@ class VirtualBench:
 
     def lines_received(self) -> int:
         return sum(server.lines for server in self.servers.values())
+
+    def unsafe(self) -> list[str]:
+        """What is not safe now: outputs on or off 0, relays closed, pots off the safe code."""
+        found = [f"{key} output on" for key, s in self.state.smus.items() if s.output]
+        found += [f"{key} at {s.level:g}" for key, s in self.state.smus.items() if s.level != 0.0]
+        found += [f"{name} closes {sorted(r.closed)}" for name, r in self.state.relays.items() if r.closed]
+        found += [
+            f"{name} codes {p.codes}" for name, p in self.state.pots.items() if set(p.codes) != {p.safe_code}
+        ]
+        return found
 
     def stop(self) -> None:
         for server in self.servers.values():
