@@ -3,13 +3,45 @@
 - `seed_xor`: the seed's XOR circuit exactly as its code builds it, flaws included (a baseline).
 - `xor`: the same topology, corrected (reciprocal amplifiers, nudge toward the target,
   per-layer compensation A²).
-- `layered`: any number of inputs, hidden layers and outputs.
+- `layered`: any number of inputs, hidden layers and outputs; per-layer forward and feedback
+  gains (seed 004's α_i and β_i); skip connections across layers (seed 004's residuals).
+- `complete`: every pair of nodes joined (seed 001's complete graph).
+- `energy_factors`: each conductance's compensation derived from the circuit alone.
+
+Why the compensation is what it is. At a free node v, KCL is the derivative of the co-content E
+of the elements there. An amplifier of forward gain a (o = a·v) whose CCCS draws b times the
+current the output delivers from v (backward gain −b in `Amplifier`) joins two co-contents:
+KCL at v is ∂E_v/∂v + b·∂E_o/∂o = 0. The weighted sum F = Σ C·E is stationary exactly at the
+circuit's equilibrium when ∂F/∂v = C_v·∂E_v/∂v + C_o·a·∂E_o/∂o is C_v × KCL, that is
+C_o/C_v = b/a for every amplifier; a conductance between two free nodes puts both in one term
+(ratio 1). The nudge β(t − y) at the outputs adds C_y·β·½‖t − y‖², so EqProp's identity with
+β' = C_y·β gives ∂L/∂g = (C_g/C_y)·raw for a conductance in a term of weight C_g:
+
+- reciprocal amplifiers (b = 1/a): A² per amplifier between a layer and the output;
+- forward gain a_l, feedback b_l: Π a/b over the stages to the output (a weak feedback b ≪ 1/a
+  raises the factor: the nudge reaches early layers weaker, the estimate is scaled back up);
+- a skip from layer l into layer m lives in layer m's term (layer m's factor), and its source
+  must carry C_m/C_l = Π_{k=l..m−1} b_k/a_k. Layer l's own amplifiers carry b_l/a_l: sharing them
+  closes the loop h_l → h_{l+1} → … → h_m → h_l with product Π_{k=l+1..m−1} b_k/a_k ≠ 1 and no
+  energy exists (the estimate is then wrong, finite differences show it), so a skip from a hidden
+  layer gets its own amplifiers: gain a_l, feedback a_l·Π b_k/a_k. From the inputs (sources) any
+  conductance is consistent;
+- in the complete graph every free node is joined to every other, so every ratio must be 1.
+
+Exact EqProp needs one weight per free node: around every loop the ratios multiply to 1.
+Positive ratios make F convex, an equilibrium the circuit relaxes to. A negative one (the seed's
++1/A CCCS) makes F a saddle: the DC point is stationary and the identity holds with a negative
+factor (the seed's −1/A² in layer 1), but a physical circuit need not settle there; the builders
+refuse feedback gains ≤ 0.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from hil.network import (
     Amplifier,
@@ -88,7 +120,7 @@ def xor(amplifier_gain: float = 4.0) -> Network:
 
 @dataclass
 class _Parts:
-    """A layered network's elements as they are added, layer by layer."""
+    """A network's elements as they are added, layer by layer."""
 
     sources: list[VoltageSource] = field(default_factory=list)
     conductances: list[Conductance] = field(default_factory=list)
@@ -116,23 +148,34 @@ class _Parts:
 
     def connect(self, layer: int, sources: list[str], targets: list[str]) -> None:
         """Every source node to every target node: the trainable conductances of a layer."""
-        for t in targets:
-            for s in sources:
-                self.conductances.append(Conductance(f"R{layer}_{t}_{s}", s, t, layer))
+        self.conductances.extend(
+            Conductance(f"R{layer}_{t}_{s}", s, t, layer) for t in targets for s in sources
+        )
+
+    def clamp(self, name: str, node: str, volts: float) -> None:
+        self.clamps.append(DiodeClamp(f"CL{name}", node, volts, -volts))
+
+    def amplify(
+        self, name: str, node: str, out: str, gain: float, feedback: float, duplicate: bool
+    ) -> list[str]:
+        """`node`'s signal through an amplifier of forward gain `gain` and backward current gain
+        `feedback` (the CCCS draws `feedback` × the output's current from `node`), and through a
+        −gain twin when `duplicate`: the output nodes (+ first)."""
+        self.amplifiers.append(Amplifier(f"X{name}p", node, f"{out}p", gain, -feedback))
+        if not duplicate:
+            return [f"{out}p"]
+        self.amplifiers.append(Amplifier(f"X{name}n", node, f"{out}n", -gain, feedback))
+        return [f"{out}p", f"{out}n"]
 
     def hidden(
-        self, layer: int, width: int, gain: float, clamp_volts: float, duplicate: bool
+        self, layer: int, width: int, gain: float, feedback: float, clamp_volts: float, duplicate: bool
     ) -> tuple[list[str], list[str]]:
         """Diode-clamped hidden nodes and their amplifiers: (hidden nodes, amplifier outputs)."""
         nodes = [f"h{layer}_{j}" for j in range(width)]
         outs: list[str] = []
         for j, node in enumerate(nodes):
-            self.clamps.append(DiodeClamp(f"CL{layer}_{j}", node, clamp_volts, -clamp_volts))
-            self.amplifiers.append(Amplifier(f"X{layer}_{j}p", node, f"a{layer}_{j}p", gain, -1.0 / gain))
-            outs.append(f"a{layer}_{j}p")
-            if duplicate:
-                self.amplifiers.append(Amplifier(f"X{layer}_{j}n", node, f"a{layer}_{j}n", -gain, 1.0 / gain))
-                outs.append(f"a{layer}_{j}n")
+            self.clamp(f"{layer}_{j}", node, clamp_volts)
+            outs += self.amplify(f"{layer}_{j}", node, f"a{layer}_{j}", gain, feedback, duplicate)
         return nodes, outs
 
 
@@ -145,15 +188,64 @@ def _outputs(n_outputs: int, doubled: bool) -> tuple[list[Output], list[str]]:
     return outputs, nodes
 
 
-def layer_compensation(gains: Sequence[float]) -> dict[int, float]:
-    """Per layer, the product of A² over the amplifiers between it and the output (layer
-    len(gains) + 1, the output layer, has none)."""
+def _per_layer(value: float | Sequence[float], layers: int, what: str) -> list[float]:
+    values = [float(value)] * layers if isinstance(value, int | float) else [float(v) for v in value]
+    if len(values) != layers:
+        raise ValueError(f"{len(values)} {what} for {layers} hidden layers: give one per hidden layer")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        # A negative feedback gain is the seed's +1/A CCCS: positive feedback, an energy saddle the
+        # circuit need not settle at; zero cuts the layers apart.
+        raise ValueError(f"{what} {values} must all be > 0 (the − amplifiers get the opposite signs)")
+    return values
+
+
+def stage_gains(
+    n_hidden: int, amplifier_gain: float | Sequence[float], feedback_gain: float | Sequence[float] | None
+) -> tuple[list[float], list[float]]:
+    """Per hidden layer, (forward gains a, backward current gains b); b = 1/a (reciprocal) when
+    `feedback_gain` is None."""
+    forward = _per_layer(amplifier_gain, n_hidden, "amplifier gains")
+    if feedback_gain is None:
+        return forward, [1.0 / a for a in forward]
+    return forward, _per_layer(feedback_gain, n_hidden, "feedback gains")
+
+
+def layer_compensation(gains: Sequence[float], feedback: Sequence[float] | None = None) -> dict[int, float]:
+    """Per layer, the product of a/b over the amplifiers between it and the output (A² each when
+    reciprocal, b = 1/a); layer len(gains) + 1, the output layer, has none."""
+    back = [1.0 / a for a in gains] if feedback is None else list(feedback)
     compensation: dict[int, float] = {len(gains) + 1: 1.0}
     factor = 1.0
     for layer in range(len(gains), 0, -1):
-        factor *= gains[layer - 1] ** 2
+        factor *= gains[layer - 1] / back[layer - 1]
         compensation[layer] = factor
     return compensation
+
+
+def skip_pairs(skip: int | Sequence[Sequence[int]], n_hidden: int) -> list[tuple[int, int]]:
+    """Skip connections as (from, to) layer pairs: 0 is the inputs, 1..n_hidden the hidden layers,
+    n_hidden + 1 the outputs. An integer k ≥ 2 is every (l, l + k); 0 is none."""
+    last = n_hidden + 1
+    if isinstance(skip, int):
+        if skip == 0:
+            return []
+        if not 2 <= skip <= last:
+            raise ValueError(
+                f"skip = {skip} with {n_hidden} hidden layers: give 0 (none) or 2 to {last} "
+                f"(layers 0 = inputs to {last} = outputs)"
+            )
+        return [(f, f + skip) for f in range(0, last - skip + 1)]
+    pairs = [tuple(p) for p in skip]
+    for p in pairs:
+        if len(p) != 2 or not (0 <= p[0] and p[0] + 2 <= p[1] <= last):
+            raise ValueError(
+                f"skip pair {list(p)} with {n_hidden} hidden layers: each is [from, to] with "
+                f"0 ≤ from and from + 2 ≤ to ≤ {last} (0 = inputs, {last} = outputs; adjacent layers "
+                "are joined already)"
+            )
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"skip pairs {[list(p) for p in pairs]} name a pair twice: give each once")
+    return [(int(p[0]), int(p[1])) for p in pairs]
 
 
 def layered(
@@ -169,36 +261,58 @@ def layered(
     clamp_volts: float = 0.3,
     diode: DiodeModel | None = None,
     temperature: float = 27.0,
+    feedback_gain: float | Sequence[float] | None = None,
+    skip: int | Sequence[Sequence[int]] = 0,
 ) -> Network:
     """A layered network: inputs → [diode-clamped hidden layer → amplifier]* → outputs.
 
     Negative weights come from duplicated signals, as on a bench of positive conductances:
-    inputs as (x, -x), amplifiers as a (+A, -A) pair, outputs doubled (y = V+ - V-). Every layer
+    inputs as (x, -x), amplifiers as a (+a, -a) pair, outputs doubled (y = V+ - V-). Every layer
     also sees a bias source (and its negative when duplicated). Layer l holds the conductances into
     hidden layer l; the last layer those into the outputs.
+
+    Hidden layer l's amplifiers have forward gain a_l (`amplifier_gain`, one or one per layer) and
+    backward current gain b_l (`feedback_gain`; None: 1/a_l, reciprocal). Layer l's estimate is
+    compensated by the product of a/b from l to the output (see the module's docstring).
+
+    `skip` (see `skip_pairs`) adds conductances from layer `from`'s signals (the inputs, or the
+    hidden nodes through their own amplifiers of gain a_from and backward gain a_from·Π b/a over the
+    stages skipped) into every node of layer `to`; they belong to layer `to` and are numbered after
+    every other conductance, so a network with skips starts its other conductances where the same
+    network without them does.
     """
-    gains = (
-        [float(amplifier_gain)] * len(hidden)
-        if isinstance(amplifier_gain, int | float)
-        else [float(g) for g in amplifier_gain]
-    )
-    if len(gains) != len(hidden):
-        raise ValueError(f"{len(gains)} amplifier gains for {len(hidden)} hidden layers")
     if n_inputs < 1 or n_outputs < 1 or any(h < 1 for h in hidden):
         raise ValueError("layer sizes must be at least 1")
+    gains, feedback = stage_gains(len(hidden), amplifier_gain, feedback_gain)
+    pairs = skip_pairs(skip, len(hidden))
+    compensation = layer_compensation(gains, feedback)
 
     parts = _Parts()
-    prev = parts.inputs(n_inputs, duplicate_inputs)
-    for layer, (width, gain) in enumerate(zip(hidden, gains, strict=True), start=1):
-        nodes, outs = parts.hidden(layer, width, gain, clamp_volts, duplicate_hidden)
-        parts.connect(layer, prev + parts.bias(layer, bias_volts, duplicate_inputs), nodes)
-        prev = outs
+    signals = [parts.inputs(n_inputs, duplicate_inputs)]  # what each layer sends on: inputs first
+    nodes_of: list[list[str]] = [[]]
+    for layer, (width, gain, back) in enumerate(zip(hidden, gains, feedback, strict=True), start=1):
+        nodes, outs = parts.hidden(layer, width, gain, back, clamp_volts, duplicate_hidden)
+        parts.connect(layer, signals[-1] + parts.bias(layer, bias_volts, duplicate_inputs), nodes)
+        signals.append(outs)
+        nodes_of.append(nodes)
     last = len(hidden) + 1
     outputs, out_nodes = _outputs(n_outputs, doubled_outputs)
-    parts.connect(last, prev + parts.bias(last, bias_volts, duplicate_inputs), out_nodes)
+    parts.connect(last, signals[-1] + parts.bias(last, bias_volts, duplicate_inputs), out_nodes)
+    nodes_of.append(out_nodes)
+    for f, t in pairs:
+        sent = signals[0]
+        if f > 0:
+            # Energy weight of layer t over layer f: C_t / C_f = compensation_f / compensation_t.
+            ratio = compensation[t] / compensation[f]
+            sent = []
+            for j, node in enumerate(nodes_of[f]):
+                name, out = f"S{f}_{t}_{j}", f"s{f}_{t}_{j}"
+                sent += parts.amplify(name, node, out, gains[f - 1], gains[f - 1] * ratio, duplicate_hidden)
+        parts.connect(t, sent, nodes_of[t])
     loads = [Load(f"RL_{n}", n, output_load) for n in out_nodes] if output_load > 0 else []
+    skips = "".join(f"-s{f}.{t}" for f, t in pairs)
     return Network(
-        name=f"layered-{n_inputs}-{'-'.join(map(str, hidden))}-{n_outputs}",
+        name=f"layered-{n_inputs}-{'-'.join(map(str, hidden))}-{n_outputs}{skips}",
         conductances=parts.conductances,
         sources=parts.sources,
         clamps=parts.clamps,
@@ -209,5 +323,172 @@ def layered(
         temperature=temperature,
         n_inputs=n_inputs,
         nudge_sign=1.0,
-        layer_compensation=layer_compensation(gains),
+        layer_compensation=compensation,
     )
+
+
+# The complete graph's layers, for per-layer learning rates: which kinds of node each joins.
+COMPLETE_LAYERS = {
+    1: "inputs and biases to hidden nodes",
+    2: "hidden to hidden",
+    3: "hidden to outputs",
+    4: "inputs and biases to outputs",
+    5: "outputs to outputs",
+}
+
+
+def complete(
+    n_inputs: int,
+    n_hidden: int,
+    n_outputs: int,
+    amplifier_gain: float = 1.0,
+    duplicate_inputs: bool = True,
+    duplicate_hidden: bool = True,
+    doubled_outputs: bool = True,
+    bias_volts: float = 1.0,
+    output_load: float = 0.0,
+    clamp_volts: float = 0.3,
+    diode: DiodeModel | None = None,
+    temperature: float = 27.0,
+) -> Network:
+    """The complete graph (seed 001's DEEP model as a circuit): every pair of nodes joined by a
+    trainable conductance — each input and bias source (with its negative when
+    `duplicate_inputs`) to every hidden and output node, and every pair of hidden and output
+    nodes (each output doubled into V+ and V− when `doubled_outputs`). Hidden nodes are diode
+    clamped, outputs are not. Two driven nodes are not joined: no current between sources moves a
+    node.
+
+    A free node sends its signal through an amplifier of gain +A (for A = 1 the node itself) and,
+    when `duplicate_hidden`, one of gain −A, so a pair of free nodes is joined twice: a positive
+    and a negative coupling, from the earlier node (hidden before outputs) into the later. The
+    loops between free nodes leave a single energy only when every amplifier's backward current
+    gain equals its forward gain (ratio 1, module docstring): the amplifiers here are built so, and
+    every layer's compensation is 1. Layers: `COMPLETE_LAYERS`.
+    """
+    if n_inputs < 1 or n_hidden < 1 or n_outputs < 1:
+        raise ValueError("the complete graph needs at least 1 input, 1 hidden node and 1 output")
+    gain = float(amplifier_gain)
+    if not (math.isfinite(gain) and gain > 0):
+        raise ValueError(f"amplifier gain {gain} must be > 0")
+    parts = _Parts()
+    driven = parts.inputs(n_inputs, duplicate_inputs) + parts.bias(1, bias_volts, duplicate_inputs)
+    hidden = [f"h{j}" for j in range(n_hidden)]
+    for j, node in enumerate(hidden):
+        parts.clamp(str(j), node, clamp_volts)
+    outputs, out_nodes = _outputs(n_outputs, doubled_outputs)
+
+    def sent(node: str) -> list[str]:
+        """The signals a free node sends on: +A (the node itself when A = 1: a unity follower whose
+        CCCS returns its output's current is a wire), then −A when duplicated."""
+        out = [node]
+        if gain != 1.0:
+            parts.amplifiers.append(Amplifier(f"X{node}_p", node, f"a_{node}_p", gain, -gain))
+            out = [f"a_{node}_p"]
+        if duplicate_hidden:
+            parts.amplifiers.append(Amplifier(f"X{node}_n", node, f"a_{node}_n", -gain, gain))
+            out.append(f"a_{node}_n")
+        return out
+
+    signals = {node: sent(node) for node in hidden + out_nodes}
+    parts.connect(1, driven, hidden)
+    for k, target in enumerate(hidden):
+        parts.connect(2, [s for node in hidden[:k] for s in signals[node]], [target])
+    parts.connect(3, [s for node in hidden for s in signals[node]], out_nodes)
+    parts.connect(4, driven, out_nodes)
+    for k, target in enumerate(out_nodes):
+        parts.connect(5, [s for node in out_nodes[:k] for s in signals[node]], [target])
+    loads = [Load(f"RL_{n}", n, output_load) for n in out_nodes] if output_load > 0 else []
+    return Network(
+        name=f"complete-{n_inputs}-{n_hidden}-{n_outputs}",
+        conductances=parts.conductances,
+        sources=parts.sources,
+        clamps=parts.clamps,
+        amplifiers=parts.amplifiers,
+        loads=loads,
+        outputs=outputs,
+        diode_model=diode or DiodeModel(),
+        temperature=temperature,
+        n_inputs=n_inputs,
+        nudge_sign=1.0,
+        layer_compensation=dict.fromkeys(COMPLETE_LAYERS, 1.0),
+    )
+
+
+# ---------------------------------------------------------------------------------------- energy
+def energy_factors(network: Network, conductances: np.ndarray | None = None) -> np.ndarray:
+    """Per conductance, the factor that turns its raw estimate into ∂L/∂|g|, derived from the
+    circuit alone (module docstring): each free node's energy weight C follows from C_out/C_in =
+    b/a across every amplifier and C equal across every conductance between free nodes; a
+    conductance's factor is its term's weight over the outputs'. `conductances` give the signs
+    (flipped amplifiers); all positive by default.
+
+    ValueError when the circuit has no such energy: a loop whose ratios multiply to anything but
+    1, or outputs at different weights. Then no per-conductance factor makes EqProp exact."""
+    g = np.ones(len(network.conductances)) if conductances is None else np.asarray(conductances, float)
+    n = len(network.nodes)
+    index = network.node_index
+    gain, back = network.amplifier_gains(g)
+    amp_in, amp_out = network.amplifier_nodes
+    free = np.ones(n, dtype=bool)
+    free[[index[s.node] for s in network.sources]] = False
+    free[amp_out] = False
+    # Each node's term weight is C[anchor]·factor: a free node is its own anchor; an amplifier's
+    # output is anchored to its input, at the ratio −backward/forward; a source has none (-1).
+    anchor = np.where(free, np.arange(n), -1)
+    factor = np.ones(n)
+    driven_in = free[amp_in]
+    anchor[amp_out[driven_in]] = amp_in[driven_in]
+    factor[amp_out] = np.where(driven_in, -back / gain, 1.0)
+    a, b = network.edge_endpoints
+    pa, pb, fa, fb = anchor[a], anchor[b], factor[a], factor[b]
+    both = (pa >= 0) & (pb >= 0)
+    u, v, ratio = pa[both], pb[both], fa[both] / fb[both]  # C[v] = C[u]·ratio
+    weight = np.full(n, np.nan)
+    out_nodes = [index[x] for x in network.nudge_nodes]
+    if any(anchor[x] != x for x in out_nodes):
+        raise ValueError(f"network '{network.name}': an output is not a free node; it has no energy weight")
+    weight[out_nodes[0]] = 1.0
+    while True:
+        # Spread known weights across the constraints (a pass per step of graph distance);
+        # when nothing spreads, seed a part the outputs do not reach (its gradient is 0) at 1.
+        forward = np.isfinite(weight[u]) & np.isnan(weight[v])
+        backward = np.isfinite(weight[v]) & np.isnan(weight[u])
+        if forward.any() or backward.any():
+            weight[v[forward]] = weight[u[forward]] * ratio[forward]
+            weight[u[backward]] = weight[v[backward]] / ratio[backward]
+            continue
+        unset = np.flatnonzero(free & np.isnan(weight))
+        if not len(unset):
+            break
+        weight[unset[0]] = 1.0
+    mismatch = np.abs(weight[v] - weight[u] * ratio) > 1e-9 * np.abs(weight[v])
+    if mismatch.any():
+        k = int(np.flatnonzero(both)[np.argmax(mismatch)])
+        raise ValueError(
+            f"network '{network.name}' has no energy: conductance {network.conductances[k].name} closes "
+            "a loop whose amplifier ratios (backward current gain / forward gain) do not multiply to 1, "
+            "so no factor makes EqProp's estimate the gradient: give the loop's amplifiers matching ratios"
+        )
+    outs = weight[out_nodes]
+    if not np.allclose(outs, outs[0], rtol=1e-9, atol=0.0):
+        raise ValueError(f"network '{network.name}': its outputs sit at different energy weights {outs}")
+    term = np.where(pa >= 0, weight[np.maximum(pa, 0)] * fa, weight[np.maximum(pb, 0)] * fb)
+    # Between two driven nodes a conductance moves nothing: its gradient is 0, any factor will do.
+    return np.where((pa >= 0) | (pb >= 0), term, 1.0)
+
+
+def energy_compensation(network: Network, conductances: np.ndarray | None = None) -> dict[int, float]:
+    """`energy_factors` per layer; ValueError when a layer mixes factors (no per-layer
+    compensation is then exact)."""
+    factors = energy_factors(network, conductances)
+    layers = network.layers
+    out: dict[int, float] = {}
+    for layer in sorted(set(layers.tolist())):
+        values = factors[layers == layer]
+        if not np.allclose(values, values[0], rtol=1e-9, atol=0.0):
+            raise ValueError(
+                f"network '{network.name}': layer {layer} mixes energy factors from {values.min():g} to "
+                f"{values.max():g}: give its conductances one factor (or separate layers)"
+            )
+        out[layer] = float(values[0])
+    return out
