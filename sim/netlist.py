@@ -2,7 +2,9 @@
 
 Element names: trainable conductances are the resistors named exactly as the edges; amplifier X
 is the pair E<X> (VCVS) and F<X> (CCCS); clamp C is diodes D<C>H, D<C>L with offset sources
-V<C>H, V<C>L; the nudge into node n is the current source INUDGE_<n> (0 when free).
+V<C>H, V<C>L; the nudge into node n is the current source INUDGE_<n> (0 when free). A
+conductance of exactly 0 is an open switch (a pruned edge): its resistor is left out, and a
+comment line says so.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ def netlist(
     for s, v in zip(network.sources, values, strict=True):
         lines.append(f"{s.name} {s.node} 0 dc {_num(v)}")
     for e, value in zip(network.conductances, g, strict=True):
-        lines.append(f"{e.name} {e.a} {e.b} {_num(1.0 / abs(value))}")
+        if value == 0:
+            lines.append(f"* {e.name} {e.a} {e.b} open (conductance 0: a pruned edge)")
+        else:
+            lines.append(f"{e.name} {e.a} {e.b} {_num(1.0 / abs(value))}")
     for c in network.clamps:
         hi, lo = clamp_node(c.name, "h"), clamp_node(c.name, "l")
         lines += [
