@@ -222,30 +222,25 @@ def layer_compensation(gains: Sequence[float], feedback: Sequence[float] | None 
     return compensation
 
 
-def skip_pairs(skip: int | Sequence[Sequence[int]], n_hidden: int) -> list[tuple[int, int]]:
+def skip_pairs(skips: int | Sequence[Sequence[int]], n_hidden: int) -> list[tuple[int, int]]:
     """Skip connections as (from, to) layer pairs: 0 is the inputs, 1..n_hidden the hidden layers,
     n_hidden + 1 the outputs. An integer k ≥ 2 is every (l, l + k); 0 is none."""
     last = n_hidden + 1
-    if isinstance(skip, int):
-        if skip == 0:
-            return []
-        if not 2 <= skip <= last:
+    layers = f"{n_hidden} hidden layers make layers 0 (inputs) to {last} (outputs)"
+    if isinstance(skips, int):
+        if skips != 0 and not 2 <= skips <= last:
+            raise ValueError(f"skips = {skips} does not fit: {layers}; give 0 (none) or 2 to {last}")
+        return [(f, f + skips) for f in range(0, last - skips + 1)] if skips else []
+    pairs = [(int(p[0]), int(p[1])) if len(p) == 2 else (-1, -1) for p in skips]
+    for p, given in zip(pairs, skips, strict=True):
+        if not (0 <= p[0] and p[0] + 2 <= p[1] <= last):
             raise ValueError(
-                f"skip = {skip} with {n_hidden} hidden layers: give 0 (none) or 2 to {last} "
-                f"(layers 0 = inputs to {last} = outputs)"
-            )
-        return [(f, f + skip) for f in range(0, last - skip + 1)]
-    pairs = [tuple(p) for p in skip]
-    for p in pairs:
-        if len(p) != 2 or not (0 <= p[0] and p[0] + 2 <= p[1] <= last):
-            raise ValueError(
-                f"skip pair {list(p)} with {n_hidden} hidden layers: each is [from, to] with "
-                f"0 ≤ from and from + 2 ≤ to ≤ {last} (0 = inputs, {last} = outputs; adjacent layers "
-                "are joined already)"
+                f"skips pair {list(given)} does not fit: {layers}; give [from, to] with from + 2 ≤ to ≤ "
+                f"{last} (adjacent layers are joined already)"
             )
     if len(set(pairs)) != len(pairs):
-        raise ValueError(f"skip pairs {[list(p) for p in pairs]} name a pair twice: give each once")
-    return [(int(p[0]), int(p[1])) for p in pairs]
+        raise ValueError(f"skips {[list(p) for p in pairs]} name a pair twice: give each pair once")
+    return pairs
 
 
 def layered(
@@ -262,7 +257,7 @@ def layered(
     diode: DiodeModel | None = None,
     temperature: float = 27.0,
     feedback_gain: float | Sequence[float] | None = None,
-    skip: int | Sequence[Sequence[int]] = 0,
+    skips: int | Sequence[Sequence[int]] = 0,
 ) -> Network:
     """A layered network: inputs → [diode-clamped hidden layer → amplifier]* → outputs.
 
@@ -275,7 +270,7 @@ def layered(
     backward current gain b_l (`feedback_gain`; None: 1/a_l, reciprocal). Layer l's estimate is
     compensated by the product of a/b from l to the output (see the module's docstring).
 
-    `skip` (see `skip_pairs`) adds conductances from layer `from`'s signals (the inputs, or the
+    `skips` (see `skip_pairs`) adds conductances from layer `from`'s signals (the inputs, or the
     hidden nodes through their own amplifiers of gain a_from and backward gain a_from·Π b/a over the
     stages skipped) into every node of layer `to`; they belong to layer `to` and are numbered after
     every other conductance, so a network with skips starts its other conductances where the same
@@ -284,7 +279,7 @@ def layered(
     if n_inputs < 1 or n_outputs < 1 or any(h < 1 for h in hidden):
         raise ValueError("layer sizes must be at least 1")
     gains, feedback = stage_gains(len(hidden), amplifier_gain, feedback_gain)
-    pairs = skip_pairs(skip, len(hidden))
+    pairs = skip_pairs(skips, len(hidden))
     compensation = layer_compensation(gains, feedback)
 
     parts = _Parts()
@@ -302,7 +297,7 @@ def layered(
     for f, t in pairs:
         sent = signals[0]
         if f > 0:
-            # Energy weight of layer t over layer f: C_t / C_f = compensation_f / compensation_t.
+            # The energy weight of layer t over layer f's: C_t / C_f = Π b/a over the stages skipped.
             ratio = compensation[t] / compensation[f]
             sent = []
             for j, node in enumerate(nodes_of[f]):
@@ -310,9 +305,9 @@ def layered(
                 sent += parts.amplify(name, node, out, gains[f - 1], gains[f - 1] * ratio, duplicate_hidden)
         parts.connect(t, sent, nodes_of[t])
     loads = [Load(f"RL_{n}", n, output_load) for n in out_nodes] if output_load > 0 else []
-    skips = "".join(f"-s{f}.{t}" for f, t in pairs)
+    joined = "".join(f"-s{f}.{t}" for f, t in pairs)
     return Network(
-        name=f"layered-{n_inputs}-{'-'.join(map(str, hidden))}-{n_outputs}{skips}",
+        name=f"layered-{n_inputs}-{'-'.join(map(str, hidden))}-{n_outputs}{joined}",
         conductances=parts.conductances,
         sources=parts.sources,
         clamps=parts.clamps,
