@@ -193,6 +193,15 @@ class BenchBackend:
     def program(self, conductances: np.ndarray) -> np.ndarray:
         self._check_open()
         g = np.asarray(conductances, dtype=float)
+        opened = np.flatnonzero(g == 0)
+        if opened.size:
+            # 0 S is an open switch (a pruned conductance): a pot's largest resistance still conducts,
+            # and no bench config yet describes a relay or route that takes a pot out of the circuit.
+            names = ", ".join(self.network.conductances[k].name for k in opened[:3])
+            raise BenchSafetyError(
+                f"conductance {names}{' and more' if opened.size > 3 else ''} asked to open (0 S, pruned): "
+                "this bench cannot disconnect a pot; train it without pruning ([training] prune_below = 0)"
+            )
         realised = np.empty_like(g)
         per_bank: dict[str, dict[int, float]] = {}
         for k, edge in enumerate(self.network.conductances):

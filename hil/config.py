@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from hil import builders, datasets, eqprop
+from hil import builders, datasets, eqprop, optimisers
 from hil.eqprop import METHODS
 from hil.network import Network
 from hil.train import Hyper
@@ -140,30 +140,6 @@ def _layers_ok(v: list[Any]) -> bool:
     )
 
 
-def _gains_ok(low: float, high: float) -> Callable[[Any], bool]:
-    """A number in [low, high], or a list of 1 to `hidden_layers` of them (one per hidden layer)."""
-
-    def ok(v: Any) -> bool:
-        values = v if isinstance(v, list) else [v]
-        return 1 <= len(values) <= LIMITS["hidden_layers"] and all(
-            type(x) in (int, float) and low <= x <= high for x in values
-        )
-
-    return ok
-
-
-def _feedback_ok(v: Any) -> bool:
-    return v == "reciprocal" or (not isinstance(v, str) and _gains_ok(*FEEDBACK_RANGE)(v))
-
-
-def _skips_ok(v: Any) -> bool:
-    if isinstance(v, int):
-        return v == 0 or 2 <= v <= LIMITS["hidden_layers"] + 1
-    return 1 <= len(v) <= 64 and all(
-        isinstance(p, list) and len(p) == 2 and all(type(k) is int and 0 <= k <= 64 for k in p) for p in v
-    )
-
-
 def _multipliers_ok(v: dict[str, Any]) -> bool:
     return all(
         re.fullmatch(r"[0-9]{1,3}", k) and type(x) in (int, float) and 1e-15 <= x <= 1e6 for k, x in v.items()
@@ -178,8 +154,7 @@ def _methods_ok(v: list[Any]) -> bool:
     return all(isinstance(m, str) and m in METHODS for m in v) and len(set(v)) == len(v)
 
 
-BUILDERS = ("seed-xor", "xor", "layered", "complete")
-SIZED = ("layered", "complete")  # the builders that take sizes (the keys of LAYERED_ONLY)
+BUILDERS = ("seed-xor", "xor", "layered")
 # How start n of `hil sweep starts` seeds its conductance draw: [conductances] seed + n, or the
 # seed's start-condition script (np.random.seed(n + 3n² + 5), whatever the config's seed).
 SEED_FORMULAS = ("seed+n", "n+3n^2+5")
@@ -195,13 +170,7 @@ LAYERED_ONLY = (
     "output_load",
     "clamp_volts",
     "temperature",
-    "feedback_gain",
-    "skips",
 )
-STAGED = ("feedback_gain", "skips")  # `layered` only: they need layers of amplifiers
-GAIN_RANGE = (0.1, 100.0)
-# Backward current gain b: the layer's compensation grows as a/b, which the compensation cap bounds.
-FEEDBACK_RANGE = (1e-6, 1e6)
 
 # Caps on what a config may ask for, each stated in the doc of its key (and so in `hil keys`).
 # MNIST-sized networks stay inside: 784-100-10 with every signal doubled is 161,040 conductances.
@@ -229,49 +198,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
             lambda v: v in BUILDERS,
             f"one of {', '.join(BUILDERS)}",
             "the circuit: `xor` (the seed topology, corrected), `seed-xor` (the seed circuit exactly, "
-            "flaws included), `layered` (any sizes; the keys below) or `complete` (seed 001's complete "
-            "graph: every pair of nodes joined; layers 1 inputs → hidden, 2 hidden ↔ hidden, 3 hidden → "
-            "outputs, 4 inputs → outputs, 5 outputs ↔ outputs)",
+            "flaws included) or `layered` (any sizes; the keys below)",
         ),
-        "amplifier_gain": Key(
+        "amplifier_gain": number(
             4.0,
-            (int, float, list),
-            _gains_ok(*GAIN_RANGE),
-            f"a number from {_figure(GAIN_RANGE[0])} to {_figure(GAIN_RANGE[1])}, or (`layered`) a list of "
-            "them, one per hidden layer",
-            f"forward gain A of every amplifier; `layered`: one for all or a list, one per hidden layer "
-            f"(seed 004's feedforward α_i), e.g. [4, 2]; `complete`: the free nodes' amplifiers, whose "
-            f"backward gain equals it (from {_figure(GAIN_RANGE[0])} to {_figure(GAIN_RANGE[1])}; layer 1's "
-            f"compensation Π A/b from 1/{_figure(LIMITS['compensation'])} to "
-            f"{_figure(LIMITS['compensation'])})",
-        ),
-        "feedback_gain": Key(
-            "reciprocal",
-            (str, int, float, list),
-            _feedback_ok,
-            f'"reciprocal", a number from {_figure(FEEDBACK_RANGE[0])} to {_figure(FEEDBACK_RANGE[1])}, or a '
-            "list of them, one per hidden layer",
-            "`layered`: backward current gain b of each hidden layer's amplifiers (seed 004's feedback β_i; "
-            "the CCCS draws b × the output's current), one for all or a list; `reciprocal`: b = 1/A. Each "
-            "layer's estimate is compensated by Π A/b over the amplifiers to the output, exact for any b "
-            f"> 0 (from {_figure(FEEDBACK_RANGE[0])} to {_figure(FEEDBACK_RANGE[1])})",
-        ),
-        "skips": Key(
-            0,
-            (int, list),
-            _skips_ok,
-            "0, an integer k from 2 to the layers, or a list of [from, to] layer pairs",
-            "`layered`: skip connections (seed 004's residuals), layers numbered 0 (inputs) to hidden "
-            "layers + 1 (outputs): k joins every layer l to l + k, or a list such as [[0, 2], [1, 3]]; "
-            "conductances from layer `from`'s signals (the hidden nodes through their own amplifiers) into "
-            "every node of layer `to`, trained as layer `to`; 0: none",
+            0.1,
+            100.0,
+            "",
+            "gain A of every amplifier",
+            f"A^(2·hidden layers) from 1/{_figure(LIMITS['compensation'])} "
+            f"to {_figure(LIMITS['compensation'])}",
         ),
         "seed_pairing": Key(
             True,
             bool,
             doc="`seed-xor` only: update conductances with the seed's mis-paired voltage drops",
         ),
-        "inputs": number(2, 1, LIMITS["inputs"], "", "`layered`, `complete`: number of inputs", kind=int),
+        "inputs": number(2, 1, LIMITS["inputs"], "", "`layered`: number of inputs", kind=int),
         "hidden": Key(
             [2],
             list,
@@ -281,23 +224,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
             f"`layered`: width of each hidden layer, e.g. [4, 4] (1 to {_figure(LIMITS['hidden_layers'])} "
             f"layers of 1 to {_figure(LIMITS['width'])}; at most {LIMITS['conductances']:,.0f} conductances "
             f"in all; numeric backend: conductances × nodes ≤ {_figure(LIMITS['twin_memory'])} and × free "
-            f"nodes ≤ {_figure(LIMITS['twin_work'])}); `complete`: [n], its n hidden nodes",
+            f"nodes ≤ {_figure(LIMITS['twin_work'])})",
         ),
-        "outputs": number(1, 1, LIMITS["outputs"], "", "`layered`, `complete`: number of outputs", kind=int),
-        "duplicate_inputs": Key(
-            True, bool, doc="`layered`, `complete`: every input (and bias) also as its negative"
-        ),
-        "duplicate_hidden": Key(
-            True,
-            bool,
-            doc="`layered`: each hidden node drives a +A and a −A amplifier; `complete`: each hidden and "
-            "output node also sends −A (negative couplings)",
-        ),
-        "doubled_outputs": Key(True, bool, doc="`layered`, `complete`: each output is y = V+ − V−"),
-        "bias_volts": number(1.0, -200.0, 200.0, "V", "`layered`, `complete`: bias source level, V"),
-        "output_load": number(0.0, 0.0, 1e3, "S", "`layered`, `complete`: load on each output, S", "0: none"),
-        "clamp_volts": number(0.3, 1e-3, 100.0, "V", "`layered`, `complete`: diode clamp offset, V"),
-        "temperature": number(27.0, -55.0, 150.0, "°C", "`layered`, `complete`: circuit temperature, °C"),
+        "outputs": number(1, 1, LIMITS["outputs"], "", "`layered`: number of outputs", kind=int),
+        "duplicate_inputs": Key(True, bool, doc="`layered`: every input (and bias) also as its negative"),
+        "duplicate_hidden": Key(True, bool, doc="`layered`: each hidden node drives a +A and a −A amplifier"),
+        "doubled_outputs": Key(True, bool, doc="`layered`: each output is y = V+ − V−"),
+        "bias_volts": number(1.0, -200.0, 200.0, "V", "`layered`: bias source level, V"),
+        "output_load": number(0.0, 0.0, 1e3, "S", "`layered`: load on each output, S", "0: none"),
+        "clamp_volts": number(0.3, 1e-3, 100.0, "V", "`layered`: diode clamp offset, V"),
+        "temperature": number(27.0, -55.0, 150.0, "°C", "`layered`: circuit temperature, °C"),
     },
     "conductances": {
         "g_min": number(1e-4, 1e-12, 1e3, "S", "device range: smallest |g|, S", "below g_max"),
@@ -362,6 +298,77 @@ SCHEMA: dict[str, dict[str, Key]] = {
             100.0,
             "dB",
             "a run succeeds when its final error is at or below this (sweeps, reports), dB",
+        ),
+        # How an estimate becomes a step (hil.optimisers); the defaults are the plain SGD of before.
+        "optimiser": Key(
+            "sgd",
+            str,
+            lambda v: v in optimisers.OPTIMISERS,
+            f"one of {', '.join(optimisers.OPTIMISERS)}",
+            "`sgd` (η in S²/V², optionally with momentum) or `adam` (η is then the step, S: ~1e-3)",
+        ),
+        "momentum": number(0.0, 0.0, 0.999, "", "`sgd`: momentum μ (v ← μ·v + ∇)", "0: none"),
+        "nesterov": Key(False, bool, doc="`sgd`: Nesterov's momentum (needs momentum > 0)"),
+        "adam_beta1": number(0.9, 0.0, 0.999999, "", "`adam`: decay of the first moment"),
+        "adam_beta2": number(0.999, 0.0, 0.999999, "", "`adam`: decay of the second moment"),
+        "adam_epsilon": number(1e-8, 1e-30, 1e3, "V²/S", "`adam`: ε added to √v̂, V²/S"),
+        "lr_schedule": Key(
+            "constant",
+            str,
+            lambda v: v in optimisers.SCHEDULES,
+            f"one of {', '.join(optimisers.SCHEDULES)}",
+            "η per epoch: `constant`, `step` (× lr_decay every lr_step_epochs), `exponential` "
+            "(× lr_decay every epoch) or `cosine` (down to lr_floor·η at the last epoch)",
+        ),
+        "lr_decay": number(0.5, 1e-6, 1.0, "", "`step`, `exponential`: factor of η per decay"),
+        "lr_step_epochs": number(10, 1, 1_000_000, "", "`step`: epochs between decays", kind=int),
+        "lr_floor": number(0.0, 0.0, 1.0, "", "`cosine`: η's last factor"),
+        "clip_norm": number(
+            0.0, 0.0, 1e15, "V²/S", "clip each update's gradient to this Euclidean norm, V²/S", "0: none"
+        ),
+        "clip_value": number(0.0, 0.0, 1e15, "V²/S", "clip each gradient element to ±this, V²/S", "0: none"),
+        "l1": number(
+            0.0,
+            0.0,
+            1.0,
+            "S",
+            "L1 regularisation: each update moves every |g| this far (× the η schedule's factor) toward 0, "
+            "down to g_min, S",
+            "seed 001's reg_W; 0: none",
+        ),
+        "prune_below": number(
+            0.0,
+            0.0,
+            1e3,
+            "S",
+            "stochastic pruning: at each epoch's end an edge with |g| below this may open (programmed "
+            "as 0 S from then on), S",
+            "above g_min; 0: no pruning",
+        ),
+        "prune_temperature": number(
+            1.0,
+            1e-12,
+            1e3,
+            "S",
+            "pruning: T of the Boltzmann choice exp(−|g|/T) among the edges into a node, S",
+            "large: all equally likely, as the seed's",
+        ),
+        "prune_from": number(
+            1, 1, 1_000_000, "", "pruning: the first epoch after which edges may open", kind=int
+        ),
+        "prune_until": number(
+            0,
+            0,
+            1_000_000,
+            "",
+            "pruning: the last epoch after which edges may open",
+            "0: the run's last",
+            kind=int,
+        ),
+        "prune_regrow": Key(
+            False,
+            bool,
+            doc="pruning: an open edge whose |g| (still trained) climbs back to prune_below closes again",
         ),
     },
     "sweep": {
@@ -474,6 +481,7 @@ class Experiment:
                 pcm_perturbation=float(t["pcm_perturbation"]),
                 shuffle=t["shuffle"],
                 seed=t["seed"],
+                **_optimisation(t),
             )
         hyper: Hyper = self._built["hyper"]
         return hyper
@@ -495,12 +503,46 @@ class Experiment:
         )
 
 
+def _optimisation(t: dict[str, Any]) -> dict[str, Any]:
+    """The `Hyper` fields of a checked [training] table that say how an estimate becomes a step."""
+    return dict(
+        optimiser=optimisers.optimiser(
+            t["optimiser"],
+            momentum=float(t["momentum"]),
+            nesterov=t["nesterov"],
+            beta1=float(t["adam_beta1"]),
+            beta2=float(t["adam_beta2"]),
+            epsilon=float(t["adam_epsilon"]),
+        ),
+        schedule=optimisers.Schedule(
+            t["lr_schedule"], float(t["lr_decay"]), t["lr_step_epochs"], float(t["lr_floor"])
+        ),
+        clip=optimisers.Clip(float(t["clip_norm"]), float(t["clip_value"])),
+        l1=float(t["l1"]),
+        pruning=(
+            optimisers.Pruning(
+                float(t["prune_below"]),
+                float(t["prune_temperature"]),
+                t["prune_from"],
+                t["prune_until"],
+                t["prune_regrow"],
+            )
+            if t["prune_below"] > 0
+            else None
+        ),
+    )
+
+
 def _build_network(c: dict[str, Any]) -> Network:
     if c["builder"] == "seed-xor":
         return builders.seed_xor(float(c["amplifier_gain"]), pairing=c["seed_pairing"])
     if c["builder"] == "xor":
         return builders.xor(float(c["amplifier_gain"]))
-    common = dict(
+    return builders.layered(
+        c["inputs"],
+        c["hidden"],
+        c["outputs"],
+        float(c["amplifier_gain"]),
         duplicate_inputs=c["duplicate_inputs"],
         duplicate_hidden=c["duplicate_hidden"],
         doubled_outputs=c["doubled_outputs"],
@@ -508,19 +550,6 @@ def _build_network(c: dict[str, Any]) -> Network:
         output_load=float(c["output_load"]),
         clamp_volts=float(c["clamp_volts"]),
         temperature=float(c["temperature"]),
-    )
-    if c["builder"] == "complete":
-        return builders.complete(
-            c["inputs"], c["hidden"][0], c["outputs"], float(c["amplifier_gain"]), **common
-        )
-    return builders.layered(
-        c["inputs"],
-        c["hidden"],
-        c["outputs"],
-        c["amplifier_gain"],
-        feedback_gain=None if c["feedback_gain"] == "reciprocal" else c["feedback_gain"],
-        skips=c["skips"],
-        **common,
     )
 
 
@@ -541,30 +570,19 @@ XOR_SIZE = Size(conductances=8, nodes=11, free_nodes=3, layers=2, inputs=2, outp
 
 
 def circuit_size(c: dict[str, Any]) -> Size:
-    """The size of the network a checked [circuit] table builds (`builders.layered`'s and
-    `builders.complete`'s counts)."""
-    if c["builder"] not in SIZED:
+    """The size of the network a checked [circuit] table builds (`builders.layered`'s counts)."""
+    if c["builder"] != "layered":
         return XOR_SIZE
     sign_in = 2 if c["duplicate_inputs"] else 1
     sign_hidden = 2 if c["duplicate_hidden"] else 1
     per_output = 2 if c["doubled_outputs"] else 1
     hidden: list[int] = c["hidden"]
-    if c["builder"] == "complete":
-        sources = (c["inputs"] + 1) * sign_in  # the inputs and one bias
-        free = hidden[0] + c["outputs"] * per_output
-        amplifiers = (c["amplifier_gain"] != 1) + (sign_hidden - 1)  # +A (a wire when A = 1), −A
-        couplings = free * (free - 1) // 2 * sign_hidden  # each pair of free nodes, ± each
-        size = sources * free + couplings, sources + free * (1 + amplifiers), free
-        return Size(*size, len(builders.COMPLETE_LAYERS), c["inputs"], c["outputs"])
     fan_in = [c["inputs"] * sign_in] + [h * sign_hidden for h in hidden]  # signals into each layer
     fan_out = [*hidden, c["outputs"] * per_output]
     conductances = sum((n + sign_in) * m for n, m in zip(fan_in, fan_out, strict=True))  # + its bias
     sources = c["inputs"] * sign_in + sign_in * len(fan_out)
     free = sum(hidden) + c["outputs"] * per_output
     nodes = sources + sum(hidden) * sign_hidden + free
-    for f, t in builders.skip_pairs(c["skips"], len(hidden)):
-        conductances += fan_in[f] * fan_out[t - 1]
-        nodes += fan_in[f] if f > 0 else 0  # a hidden layer's own skip amplifiers
     return Size(conductances, nodes, free, len(fan_out), c["inputs"], c["outputs"])
 
 
@@ -799,6 +817,7 @@ def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
     _check_circuit(path, out["circuit"], raw.get("circuit", {}), out["backend"]["name"])
     _check_ranges(path, out["conductances"], out["dataset"])
+    _check_optimisation(path, out["training"], raw.get("training", {}), out["conductances"])
     _check_against_data(path, out)
     return out
 
@@ -806,23 +825,15 @@ def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], backend: str) -> None:
     """Keys that mean nothing for the builder, then the sizes, before anything is built."""
     # A resolved config (a run log's) carries every key at its default: only a set value misleads.
-    builder = circuit["builder"]
-    misplaced = [
-        k
-        for k in LAYERED_ONLY
-        if k in given
-        and given[k] != SCHEMA["circuit"][k].default
-        and (builder not in SIZED or (k in STAGED and builder != "layered"))
-    ]
-    if misplaced:
-        users = '"layered"' if misplaced[0] in STAGED else '"layered" or "complete"'
-        raise ConfigError(
-            f"{path}: [circuit] {misplaced[0]} applies only to builder = {users}: remove it or set builder "
-            f"= {users.split(' or ')[0]}"
-        )
-    if builder != "seed-xor" and given.get("seed_pairing", True) is not True:
+    if circuit["builder"] != "layered":
+        misplaced = [k for k in LAYERED_ONLY if k in given and given[k] != SCHEMA["circuit"][k].default]
+        if misplaced:
+            raise ConfigError(
+                f'{path}: [circuit] {misplaced[0]} applies only to builder = "layered": remove it or '
+                'set builder = "layered"'
+            )
+    if circuit["builder"] != "seed-xor" and given.get("seed_pairing", True) is not True:
         raise ConfigError(f'{path}: [circuit] seed_pairing applies only to builder = "seed-xor": remove it')
-    compensation = _check_stages(path, circuit)
     size = circuit_size(circuit)
     cap = LIMITS["conductances"]
     if size.conductances > cap:
@@ -831,15 +842,15 @@ def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], b
             f"{circuit['outputs']} make {size.conductances:,} conductances, above the cap of {cap:,.0f}: "
             "make the layers narrower"
         )
+    gain = float(circuit["amplifier_gain"])
+    hidden_layers = size.layers - 1
+    compensation = gain ** (2 * hidden_layers)
     limit = LIMITS["compensation"]
     if not 1 / limit <= compensation <= limit:
-        gains = f"amplifier_gain = {show(circuit['amplifier_gain'])}"
-        if builder == "layered" and circuit["feedback_gain"] != "reciprocal":
-            gains += f", feedback_gain = {show(circuit['feedback_gain'])}"
         raise ConfigError(
-            f"{path}: [circuit] {gains} through {size.layers - 1} hidden layers scale layer 1's signal by "
-            f"1/{compensation:.3g} (its compensation Π A/b), beyond {_figure(limit)} either way: bring A/b "
-            "nearer 1 (raise feedback_gain or lower amplifier_gain, or the reverse) or use fewer layers"
+            f"{path}: [circuit] amplifier_gain = {gain:g} through {hidden_layers} hidden layers scales "
+            f"layer 1's signal by A^{2 * hidden_layers} = {compensation:.3g}, beyond {_figure(limit)} "
+            "either way: bring the gain nearer 1 or use fewer layers"
         )
     memory, work = twin_cost(size)
     if backend == "numeric" and (memory > LIMITS["twin_memory"] or work > LIMITS["twin_work"]):
@@ -851,38 +862,54 @@ def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], b
         )
 
 
-def _check_stages(path: Path, c: dict[str, Any]) -> float:
-    """Per-layer gains, feedback gains and skips against the hidden layers; the compensation of
-    layer 1 (Π A/b over the amplifiers to the output)."""
-    builder, gain, hidden = c["builder"], c["amplifier_gain"], c["hidden"]
-    if isinstance(gain, list) and builder != "layered":
+# [training] keys that mean something only with another key's value: (key, needs, the value it needs)
+_OPTIMISATION_NEEDS: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
+    ("momentum", "optimiser", ("sgd",)),
+    ("nesterov", "optimiser", ("sgd",)),
+    ("adam_beta1", "optimiser", ("adam",)),
+    ("adam_beta2", "optimiser", ("adam",)),
+    ("adam_epsilon", "optimiser", ("adam",)),
+    ("lr_decay", "lr_schedule", ("step", "exponential")),
+    ("lr_step_epochs", "lr_schedule", ("step",)),
+    ("lr_floor", "lr_schedule", ("cosine",)),
+)
+_PRUNING_ONLY = ("prune_temperature", "prune_from", "prune_until", "prune_regrow")
+
+
+def _check_optimisation(path: Path, t: dict[str, Any], given: Any, c: dict[str, Any]) -> None:
+    """Optimiser, schedule and pruning keys that would do nothing, or nothing sensible."""
+    given = given if isinstance(given, dict) else {}
+    keys = SCHEMA["training"]
+
+    def set_(name: str) -> bool:  # a resolved config (a run log's) carries every key at its default
+        return name in given and given[name] != keys[name].default
+
+    for name, needs, values in _OPTIMISATION_NEEDS:
+        if set_(name) and t[needs] not in values:
+            want = " or ".join(f'"{v}"' for v in values)
+            raise ConfigError(
+                f'{path}: [training] {name} applies only to {needs} = {want}, not "{t[needs]}": remove it '
+                f"or set {needs} = {want.split(' or ')[0]}"
+            )
+    if t["nesterov"] and t["momentum"] == 0:
+        raise ConfigError(f"{path}: [training] nesterov = true needs momentum > 0: give momentum (e.g. 0.9)")
+    if t["prune_below"] == 0:
+        stray = [name for name in _PRUNING_ONLY if set_(name)]
+        if stray:
+            raise ConfigError(
+                f"{path}: [training] {stray[0]} applies only to pruning: set prune_below (S, above g_min) "
+                "or remove it"
+            )
+    elif t["prune_below"] <= c["g_min"]:
         raise ConfigError(
-            f"{path}: [circuit] amplifier_gain = {show(gain)} is a list (one gain per hidden layer), which "
-            'only builder = "layered" takes: give one number'
+            f"{path}: [training] prune_below = {t['prune_below']} S is not above g_min = {c['g_min']} S: no "
+            "conductance is ever below it; raise it above g_min (or 0: no pruning)"
         )
-    if builder == "complete":
-        if len(hidden) != 1:
-            raise ConfigError(
-                f'{path}: [circuit] hidden = {show(hidden)}: builder = "complete" has no layers of hidden '
-                "nodes; give hidden = [n], its n hidden nodes"
-            )
-        return 1.0  # every amplifier at ratio 1 (builders.complete)
-    if builder != "layered":
-        return float(gain) ** 2  # the xor circuits: one hidden layer, reciprocal
-    for key in ("amplifier_gain", "feedback_gain"):
-        if isinstance(c[key], list) and len(c[key]) != len(hidden):
-            raise ConfigError(
-                f"{path}: [circuit] {key} = {show(c[key])} gives {len(c[key])} value(s) for the "
-                f"{len(hidden)} hidden layers of hidden = {show(hidden)}: give one per hidden layer, or one "
-                "number for all"
-            )
-    feedback = None if c["feedback_gain"] == "reciprocal" else c["feedback_gain"]
-    try:
-        builders.skip_pairs(c["skips"], len(hidden))
-        forward, backward = builders.stage_gains(len(hidden), gain, feedback)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: [circuit] {exc} (hidden = {show(hidden)})") from exc
-    return builders.layer_compensation(forward, backward)[1]
+    elif t["prune_until"] != 0 and t["prune_until"] < t["prune_from"]:
+        raise ConfigError(
+            f"{path}: [training] prune_until = {t['prune_until']} is before prune_from = {t['prune_from']}: "
+            "give a later epoch, or 0 (to the run's last)"
+        )
 
 
 def _check_ranges(path: Path, c: dict[str, Any], d: dict[str, Any]) -> None:

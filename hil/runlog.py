@@ -6,11 +6,15 @@ Layout (format "eqprop-hil-run", version 1):
               config's tables on a bench, else ""), status ("running", "completed", "interrupted",
               "failed: <reason>")
   /network    edge_names, endpoints [edges, 2], layers, g_min, g_max (attrs: name)
-  /epochs     loss, error_db, accuracy, update_norm (one row per epoch),
-              sample_loss [epochs, samples], conductances [epochs + 1, edges] (row 0 = initial)
+  /epochs     loss, error_db, accuracy, update_norm, pruned (edges open at the epoch's end; one
+              row per epoch), sample_loss [epochs, samples], conductances [epochs + 1, edges]
+              (row 0 = initial; a pruned edge is 0)
+  /result     mask [edges]: 1 where the edge was pruned (an open switch) at the last epoch
   /checkpoint where the training stands (`hil.train.Progress`: epoch, position, full-precision and
-              realised conductances, shuffling state) and /checkpoint/solver,
-              what the backend's solver remembered: `hil train --resume` continues from it bit for bit
+              realised conductances, shuffling state, the pruning mask and its generator's state),
+              /checkpoint/optimiser (the optimiser's state: momentum, Adam's moments) and
+              /checkpoint/solver, what the backend's solver remembered: `hil train --resume`
+              continues from it bit for bit
 
 Crash-safe by construction: each commit writes the whole log next to it (`.RUN.h5.<pid>.tmp`),
 makes it durable and renames it over the log, so the file is always a complete log that opens
@@ -47,7 +51,7 @@ from hil.train import EpochRecord, Progress
 
 FORMAT = "eqprop-hil-run"
 FORMAT_VERSION = 1
-EPOCH_SERIES = ("loss", "error_db", "accuracy", "update_norm")
+EPOCH_SERIES = ("loss", "error_db", "accuracy", "update_norm", "pruned")
 
 
 def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -277,12 +281,16 @@ class RunLog:
         for record in self._rows:
             row = len(ep["loss"])
             for name in EPOCH_SERIES:
+                if name not in ep:  # a log begun before the series existed: its earlier rows are unknown
+                    ep.create_dataset(name, data=np.full(row, np.nan), maxshape=(None,), chunks=(256,))
                 ep[name].resize((row + 1,))
                 ep[name][row] = getattr(record, name)
             ep["sample_loss"].resize((row + 1, ep["sample_loss"].shape[1]))
             ep["sample_loss"][row] = record.sample_losses
             ep["conductances"].resize((row + 2, ep["conductances"].shape[1]))
             ep["conductances"][row + 1] = record.conductances
+        if self._rows and self._rows[-1].mask is not None:
+            _put(f.require_group("result"), "mask", self._rows[-1].mask.astype(float))
 
     def _commit(self, write: Callable[[h5py.File], None], fresh: bool = False) -> None:
         """Copy, change the copy, make it durable, rename it over the log."""
@@ -357,6 +365,13 @@ def _write_checkpoint(f: h5py.File, checkpoint: Checkpoint) -> None:
     _put(group, "realised", p.realised)
     _put(group, "sample_losses", p.sample_losses)
     _put(group, "norms", np.array(p.norms, dtype=float))
+    _put(group, "mask", p.mask.astype(float))
+    group.attrs["prune_rng_state"] = np.bytes_(json.dumps(p.prune_rng_state))
+    optimiser = group.require_group("optimiser")
+    for name in set(optimiser) - set(p.optimiser_state):
+        del optimiser[name]
+    for name, value in p.optimiser_state.items():
+        _put(optimiser, name, value)
     solver = group.require_group("solver")
     for name in set(solver) - set(checkpoint.solver_state):
         del solver[name]
@@ -383,6 +398,12 @@ def read_checkpoint(path: Path) -> Checkpoint:
             rng_state=json.loads(bytes(g.attrs["rng_state"])),
             sample_losses=g["sample_losses"][:],
             norms=[float(x) for x in g["norms"][:]],
+            # Checkpoints from before optimisers and pruning: plain SGD, nothing pruned.
+            optimiser_state={name: g["optimiser"][name][:] for name in g.get("optimiser", {})},
+            mask=g["mask"][:].astype(bool) if "mask" in g else np.zeros(0, dtype=bool),
+            prune_rng_state=(
+                json.loads(bytes(g.attrs["prune_rng_state"])) if "prune_rng_state" in g.attrs else {}
+            ),
         )
         return Checkpoint(progress, {name: g["solver"][name][:] for name in g["solver"]})
 
@@ -405,6 +426,8 @@ class Run:
     update_norm: np.ndarray
     sample_loss: np.ndarray  # [epochs, samples]
     conductances: np.ndarray  # [epochs + 1, edges], row 0 the initial ones
+    pruned: np.ndarray  # [epochs], edges open at each epoch's end (NaN: not recorded)
+    mask: np.ndarray  # [edges], True where pruned at the last epoch
 
     @property
     def epochs(self) -> int:
@@ -438,4 +461,10 @@ def read(path: str | Path) -> Run:
             update_norm=ep["update_norm"][:n],
             sample_loss=ep["sample_loss"][:n],
             conductances=ep["conductances"][: n + 1],
+            pruned=ep["pruned"][:n] if "pruned" in ep else np.full(n, np.nan),
+            mask=(
+                f["result/mask"][:].astype(bool)
+                if "result/mask" in f
+                else np.zeros(len(f["network/edge_names"]), dtype=bool)
+            ),
         )

@@ -12,6 +12,7 @@ import numpy as np
 from hil import eqprop
 from hil.datasets import Dataset
 from hil.interface import Backend, BackendError
+from hil.optimisers import SGD, Clip, Optimiser, Pruning, Schedule, shrink
 
 
 class Interrupted(Exception):
@@ -34,6 +35,12 @@ class Hyper:
     pcm_perturbation: float = 0.01
     shuffle: bool = False  # False: the dataset's order every epoch (the seed's)
     seed: int = 0
+    # How an estimate becomes a step (hil.optimisers); the defaults are plain SGD.
+    optimiser: Optimiser = field(default_factory=SGD)
+    schedule: Schedule = field(default_factory=Schedule)
+    clip: Clip = field(default_factory=Clip)
+    l1: float = 0.0  # S per update toward 0, × the schedule's factor (as AdamW's decay)
+    pruning: Pruning | None = None
 
     def __post_init__(self) -> None:
         """Refuse what a config would refuse, for scripts that build a `Hyper` themselves: without a
@@ -55,6 +62,13 @@ class Hyper:
                 f"batch_size = {self.batch_size}, epochs = {self.epochs}: "
                 "a batch holds >= 1 sample, epochs >= 0"
             )
+        if not (math.isfinite(self.l1) and self.l1 >= 0):
+            raise ValueError(f"l1 = {self.l1!r} S: it must be >= 0")
+        if self.pruning is not None and self.pruning.below <= self.g_min:
+            raise ValueError(
+                f"prune_below = {self.pruning.below!r} S is not above g_min = {self.g_min!r} S: no "
+                "conductance is ever below it; raise it above g_min"
+            )
 
 
 @dataclass
@@ -66,6 +80,12 @@ class EpochRecord:
     conductances: np.ndarray  # as realised by the backend (a bench quantises them)
     update_norm: float
     sample_losses: np.ndarray
+    mask: np.ndarray | None = None  # per edge, True where pruned (an open switch); None: none
+
+    @property
+    def pruned(self) -> int:
+        """Edges open at the end of the epoch."""
+        return 0 if self.mask is None else int(np.count_nonzero(self.mask))
 
 
 def evaluate(backend: Backend, conductances: np.ndarray, data: Dataset) -> tuple[float, np.ndarray]:
@@ -94,6 +114,16 @@ class Progress:
     rng_state: dict[str, Any]
     sample_losses: np.ndarray  # of the current epoch, so far
     norms: list[float]  # update norms of the current epoch, so far
+    optimiser_state: dict[str, np.ndarray] = field(default_factory=dict)  # `Optimiser.step`'s
+    # Per edge, True where pruned: programmed as 0 S. Empty: none pruned (a checkpoint from before).
+    mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    prune_rng_state: dict[str, Any] = field(default_factory=dict)  # the pruning draws' generator
+
+    def programmed(self) -> np.ndarray:
+        """The conductances the backend is asked for: pruned edges at exactly 0 S."""
+        if not self.mask.any():
+            return self.conductances
+        return np.where(self.mask, 0.0, self.conductances)
 
 
 def train(
@@ -116,14 +146,23 @@ def train(
         [hyper.layer_learning_rates.get(c.layer, 1.0) for c in net.conductances]
     )
     rng = np.random.default_rng(hyper.seed)
+    # Pruning draws from its own stream, so turning it on leaves the shuffle as it was.
+    prune_rng = np.random.default_rng([hyper.seed, 1])
+    n = len(net.conductances)
     if start is None:
         # `g` accumulates every update at full precision; `realised` is what the backend could set
         # (a digital pot's nearest step). Updates smaller than a step add up instead of vanishing.
         g = eqprop.clip_conductances(np.asarray(g0, float), net.signed, hyper.g_min, hyper.g_max)
         p = Progress(0, 0, g, backend.program(g), dict(rng.bit_generator.state), np.zeros(len(data)), [])
+        p.optimiser_state = hyper.optimiser.start(n)
+        p.mask = np.zeros(n, dtype=bool)
+        p.prune_rng_state = dict(prune_rng.bit_generator.state)
     else:
         p = start
-        realised = backend.program(p.conductances)
+        _check_resumable(p, hyper, n)
+        if not p.prune_rng_state:
+            p.prune_rng_state = dict(prune_rng.bit_generator.state)
+        realised = backend.program(p.programmed())
         if not np.array_equal(realised, p.realised):
             raise BackendError(
                 "the backend realises the checkpoint's conductances differently: resume on the same bench"
@@ -132,16 +171,20 @@ def train(
     while p.epoch < hyper.epochs:
         rng.bit_generator.state = p.rng_state
         order = rng.permutation(len(data)) if hyper.shuffle else np.arange(len(data))
+        factor = hyper.schedule.factor(p.epoch, hyper.epochs)
+        epoch_rates = rates if factor == 1.0 else rates * factor
         while p.position < len(order):
             chunk = order[p.position : p.position + hyper.batch_size]
-            _step(backend, data, chunk, hyper, rates, p)
+            _step(backend, data, chunk, hyper, epoch_rates, hyper.l1 * factor, p)
             p.position += len(chunk)
             for _ in chunk:
                 on_sample()
             if on_checkpoint is not None and p.position < len(order) and checkpoint_due():
                 on_checkpoint(p)
         mean = float(np.mean(p.sample_losses))
-        accuracy, _ = evaluate(backend, p.conductances, data)
+        if hyper.pruning is not None and hyper.pruning.due(p.epoch + 1):
+            _prune(backend, hyper.pruning, hyper.optimiser, p)
+        accuracy, _ = evaluate(backend, p.programmed(), data)
         p.epoch += 1
         record = EpochRecord(
             p.epoch,
@@ -151,6 +194,7 @@ def train(
             p.realised.copy(),
             float(np.mean(p.norms)),
             p.sample_losses,
+            p.mask.copy(),
         )
         records.append(record)
         p.position, p.rng_state = 0, dict(rng.bit_generator.state)
@@ -162,7 +206,13 @@ def train(
 
 
 def _step(
-    backend: Backend, data: Dataset, chunk: np.ndarray, hyper: Hyper, rates: np.ndarray, p: Progress
+    backend: Backend,
+    data: Dataset,
+    chunk: np.ndarray,
+    hyper: Hyper,
+    rates: np.ndarray,
+    l1: float,
+    p: Progress,
 ) -> None:
     """One update: measure the samples of `chunk` at the same conductances (one sample online; a
     mini-batch settled together), then step along the mean of their estimates."""
@@ -172,7 +222,7 @@ def _step(
             i = int(chunk[0])
             m = eqprop.measure(
                 backend,
-                p.conductances,
+                p.programmed(),
                 data.inputs[i],
                 data.targets[i],
                 hyper.method,
@@ -183,7 +233,7 @@ def _step(
         else:
             b = eqprop.measure_batch(
                 backend,
-                p.conductances,
+                p.programmed(),
                 data.inputs[chunk],
                 data.targets[chunk],
                 hyper.method,
@@ -197,8 +247,56 @@ def _step(
         )
         raise type(exc)(f"epoch {p.epoch + 1}, {where}, {exc}") from exc
     p.sample_losses[chunk] = np.mean((data.targets[chunk] - y) ** 2, axis=1)
-    estimate = eqprop.compensated(net, raw).mean(axis=0)
-    new = eqprop.apply_update(net, p.conductances, estimate, rates, hyper.g_min, hyper.g_max)
+    gradient = eqprop.compensated(net, raw).mean(axis=0)
+    regrow = hyper.pruning is not None and hyper.pruning.regrow
+    pruned = p.mask.any()
+    if pruned and not regrow:  # an open switch is not trained: it must not weigh in a clip's norm either
+        gradient = np.where(p.mask, 0.0, gradient)
+    gradient = hyper.clip.apply(gradient)
+    direction, p.optimiser_state = hyper.optimiser.step(gradient, p.optimiser_state)
+    new = eqprop.apply_update(net, p.conductances, direction, rates, hyper.g_min, hyper.g_max)
+    if l1 > 0:
+        new = shrink(new, l1, net.signed, hyper.g_min, hyper.g_max)
+    if pruned:
+        if regrow:
+            assert hyper.pruning is not None
+            p.mask = p.mask & (np.abs(new) < hyper.pruning.below)
+        else:
+            new = np.where(p.mask, 0.0, new)
     p.norms.append(float(np.linalg.norm(new - p.conductances)))
     p.conductances = new
-    p.realised = backend.program(new)
+    p.realised = backend.program(p.programmed())
+
+
+def _prune(backend: Backend, pruning: Pruning, optimiser: Optimiser, p: Progress) -> None:
+    """One pruning round: open the edges `pruning` selects, forget their optimiser state and
+    program them as 0 S."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = p.prune_rng_state
+    _, into = backend.network.edge_endpoints
+    mask = pruning.select(np.abs(p.conductances), into, p.mask, rng)
+    p.prune_rng_state = dict(rng.bit_generator.state)
+    opened = mask & ~p.mask
+    if not opened.any():
+        return
+    p.mask = mask
+    p.optimiser_state = optimiser.forget(p.optimiser_state, opened)
+    if not pruning.regrow:
+        p.conductances = np.where(mask, 0.0, p.conductances)
+    p.realised = backend.program(p.programmed())
+
+
+def _check_resumable(p: Progress, hyper: Hyper, edges: int) -> None:
+    """A checkpoint written before optimiser state and masks were kept resumes with none (plain
+    SGD needs none); one whose state does not fit this optimiser is refused."""
+    if p.mask.size == 0:
+        p.mask = np.zeros(edges, dtype=bool)
+    fresh = hyper.optimiser.start(edges)
+    if set(p.optimiser_state) != set(fresh) or any(
+        np.shape(p.optimiser_state[k]) != np.shape(v) for k, v in fresh.items()
+    ):
+        raise ValueError(
+            f"the checkpoint's optimiser state ({', '.join(sorted(p.optimiser_state)) or 'none'}) does not "
+            f"fit the config's optimiser ({', '.join(sorted(fresh)) or 'none'}): resume with the config it "
+            "was written with"
+        )
