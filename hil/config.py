@@ -140,6 +140,30 @@ def _layers_ok(v: list[Any]) -> bool:
     )
 
 
+def _gains_ok(low: float, high: float) -> Callable[[Any], bool]:
+    """A number in [low, high], or a list of 1 to `hidden_layers` of them (one per hidden layer)."""
+
+    def ok(v: Any) -> bool:
+        values = v if isinstance(v, list) else [v]
+        return 1 <= len(values) <= LIMITS["hidden_layers"] and all(
+            type(x) in (int, float) and low <= x <= high for x in values
+        )
+
+    return ok
+
+
+def _feedback_ok(v: Any) -> bool:
+    return v == "reciprocal" or (not isinstance(v, str) and _gains_ok(*FEEDBACK_RANGE)(v))
+
+
+def _skips_ok(v: Any) -> bool:
+    if isinstance(v, int):
+        return v == 0 or 2 <= v <= LIMITS["hidden_layers"] + 1
+    return 1 <= len(v) <= 64 and all(
+        isinstance(p, list) and len(p) == 2 and all(type(k) is int and 0 <= k <= 64 for k in p) for p in v
+    )
+
+
 def _multipliers_ok(v: dict[str, Any]) -> bool:
     return all(
         re.fullmatch(r"[0-9]{1,3}", k) and type(x) in (int, float) and 1e-15 <= x <= 1e6 for k, x in v.items()
@@ -154,7 +178,8 @@ def _methods_ok(v: list[Any]) -> bool:
     return all(isinstance(m, str) and m in METHODS for m in v) and len(set(v)) == len(v)
 
 
-BUILDERS = ("seed-xor", "xor", "layered")
+BUILDERS = ("seed-xor", "xor", "layered", "complete")
+SIZED = ("layered", "complete")  # the builders that take sizes (the keys of LAYERED_ONLY)
 # How start n of `hil sweep starts` seeds its conductance draw: [conductances] seed + n, or the
 # seed's start-condition script (np.random.seed(n + 3n² + 5), whatever the config's seed).
 SEED_FORMULAS = ("seed+n", "n+3n^2+5")
@@ -170,7 +195,13 @@ LAYERED_ONLY = (
     "output_load",
     "clamp_volts",
     "temperature",
+    "feedback_gain",
+    "skips",
 )
+STAGED = ("feedback_gain", "skips")  # `layered` only: they need layers of amplifiers
+GAIN_RANGE = (0.1, 100.0)
+# Backward current gain b: the layer's compensation grows as a/b, which the compensation cap bounds.
+FEEDBACK_RANGE = (1e-6, 1e6)
 
 # Caps on what a config may ask for, each stated in the doc of its key (and so in `hil keys`).
 # MNIST-sized networks stay inside: 784-100-10 with every signal doubled is 161,040 conductances.
@@ -198,23 +229,49 @@ SCHEMA: dict[str, dict[str, Key]] = {
             lambda v: v in BUILDERS,
             f"one of {', '.join(BUILDERS)}",
             "the circuit: `xor` (the seed topology, corrected), `seed-xor` (the seed circuit exactly, "
-            "flaws included) or `layered` (any sizes; the keys below)",
+            "flaws included), `layered` (any sizes; the keys below) or `complete` (seed 001's complete "
+            "graph: every pair of nodes joined; layers 1 inputs → hidden, 2 hidden ↔ hidden, 3 hidden → "
+            "outputs, 4 inputs → outputs, 5 outputs ↔ outputs)",
         ),
-        "amplifier_gain": number(
+        "amplifier_gain": Key(
             4.0,
-            0.1,
-            100.0,
-            "",
-            "gain A of every amplifier",
-            f"A^(2·hidden layers) from 1/{_figure(LIMITS['compensation'])} "
-            f"to {_figure(LIMITS['compensation'])}",
+            (int, float, list),
+            _gains_ok(*GAIN_RANGE),
+            f"a number from {_figure(GAIN_RANGE[0])} to {_figure(GAIN_RANGE[1])}, or (`layered`) a list of "
+            "them, one per hidden layer",
+            f"forward gain A of every amplifier; `layered`: one for all or a list, one per hidden layer "
+            f"(seed 004's feedforward α_i), e.g. [4, 2]; `complete`: the free nodes' amplifiers, whose "
+            f"backward gain equals it (from {_figure(GAIN_RANGE[0])} to {_figure(GAIN_RANGE[1])}; layer 1's "
+            f"compensation Π A/b from 1/{_figure(LIMITS['compensation'])} to "
+            f"{_figure(LIMITS['compensation'])})",
+        ),
+        "feedback_gain": Key(
+            "reciprocal",
+            (str, int, float, list),
+            _feedback_ok,
+            f'"reciprocal", a number from {_figure(FEEDBACK_RANGE[0])} to {_figure(FEEDBACK_RANGE[1])}, or a '
+            "list of them, one per hidden layer",
+            "`layered`: backward current gain b of each hidden layer's amplifiers (seed 004's feedback β_i; "
+            "the CCCS draws b × the output's current), one for all or a list; `reciprocal`: b = 1/A. Each "
+            "layer's estimate is compensated by Π A/b over the amplifiers to the output, exact for any b "
+            f"> 0 (from {_figure(FEEDBACK_RANGE[0])} to {_figure(FEEDBACK_RANGE[1])})",
+        ),
+        "skips": Key(
+            0,
+            (int, list),
+            _skips_ok,
+            "0, an integer k from 2 to the layers, or a list of [from, to] layer pairs",
+            "`layered`: skip connections (seed 004's residuals), layers numbered 0 (inputs) to hidden "
+            "layers + 1 (outputs): k joins every layer l to l + k, or a list such as [[0, 2], [1, 3]]; "
+            "conductances from layer `from`'s signals (the hidden nodes through their own amplifiers) into "
+            "every node of layer `to`, trained as layer `to`; 0: none",
         ),
         "seed_pairing": Key(
             True,
             bool,
             doc="`seed-xor` only: update conductances with the seed's mis-paired voltage drops",
         ),
-        "inputs": number(2, 1, LIMITS["inputs"], "", "`layered`: number of inputs", kind=int),
+        "inputs": number(2, 1, LIMITS["inputs"], "", "`layered`, `complete`: number of inputs", kind=int),
         "hidden": Key(
             [2],
             list,
@@ -224,16 +281,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
             f"`layered`: width of each hidden layer, e.g. [4, 4] (1 to {_figure(LIMITS['hidden_layers'])} "
             f"layers of 1 to {_figure(LIMITS['width'])}; at most {LIMITS['conductances']:,.0f} conductances "
             f"in all; numeric backend: conductances × nodes ≤ {_figure(LIMITS['twin_memory'])} and × free "
-            f"nodes ≤ {_figure(LIMITS['twin_work'])})",
+            f"nodes ≤ {_figure(LIMITS['twin_work'])}); `complete`: [n], its n hidden nodes",
         ),
-        "outputs": number(1, 1, LIMITS["outputs"], "", "`layered`: number of outputs", kind=int),
-        "duplicate_inputs": Key(True, bool, doc="`layered`: every input (and bias) also as its negative"),
-        "duplicate_hidden": Key(True, bool, doc="`layered`: each hidden node drives a +A and a −A amplifier"),
-        "doubled_outputs": Key(True, bool, doc="`layered`: each output is y = V+ − V−"),
-        "bias_volts": number(1.0, -200.0, 200.0, "V", "`layered`: bias source level, V"),
-        "output_load": number(0.0, 0.0, 1e3, "S", "`layered`: load on each output, S", "0: none"),
-        "clamp_volts": number(0.3, 1e-3, 100.0, "V", "`layered`: diode clamp offset, V"),
-        "temperature": number(27.0, -55.0, 150.0, "°C", "`layered`: circuit temperature, °C"),
+        "outputs": number(1, 1, LIMITS["outputs"], "", "`layered`, `complete`: number of outputs", kind=int),
+        "duplicate_inputs": Key(
+            True, bool, doc="`layered`, `complete`: every input (and bias) also as its negative"
+        ),
+        "duplicate_hidden": Key(
+            True,
+            bool,
+            doc="`layered`: each hidden node drives a +A and a −A amplifier; `complete`: each hidden and "
+            "output node also sends −A (negative couplings)",
+        ),
+        "doubled_outputs": Key(True, bool, doc="`layered`, `complete`: each output is y = V+ − V−"),
+        "bias_volts": number(1.0, -200.0, 200.0, "V", "`layered`, `complete`: bias source level, V"),
+        "output_load": number(0.0, 0.0, 1e3, "S", "`layered`, `complete`: load on each output, S", "0: none"),
+        "clamp_volts": number(0.3, 1e-3, 100.0, "V", "`layered`, `complete`: diode clamp offset, V"),
+        "temperature": number(27.0, -55.0, 150.0, "°C", "`layered`, `complete`: circuit temperature, °C"),
     },
     "conductances": {
         "g_min": number(1e-4, 1e-12, 1e3, "S", "device range: smallest |g|, S", "below g_max"),
@@ -538,11 +602,7 @@ def _build_network(c: dict[str, Any]) -> Network:
         return builders.seed_xor(float(c["amplifier_gain"]), pairing=c["seed_pairing"])
     if c["builder"] == "xor":
         return builders.xor(float(c["amplifier_gain"]))
-    return builders.layered(
-        c["inputs"],
-        c["hidden"],
-        c["outputs"],
-        float(c["amplifier_gain"]),
+    common = dict(
         duplicate_inputs=c["duplicate_inputs"],
         duplicate_hidden=c["duplicate_hidden"],
         doubled_outputs=c["doubled_outputs"],
@@ -550,6 +610,19 @@ def _build_network(c: dict[str, Any]) -> Network:
         output_load=float(c["output_load"]),
         clamp_volts=float(c["clamp_volts"]),
         temperature=float(c["temperature"]),
+    )
+    if c["builder"] == "complete":
+        return builders.complete(
+            c["inputs"], c["hidden"][0], c["outputs"], float(c["amplifier_gain"]), **common
+        )
+    return builders.layered(
+        c["inputs"],
+        c["hidden"],
+        c["outputs"],
+        c["amplifier_gain"],
+        feedback_gain=None if c["feedback_gain"] == "reciprocal" else c["feedback_gain"],
+        skips=c["skips"],
+        **common,
     )
 
 
@@ -570,19 +643,30 @@ XOR_SIZE = Size(conductances=8, nodes=11, free_nodes=3, layers=2, inputs=2, outp
 
 
 def circuit_size(c: dict[str, Any]) -> Size:
-    """The size of the network a checked [circuit] table builds (`builders.layered`'s counts)."""
-    if c["builder"] != "layered":
+    """The size of the network a checked [circuit] table builds (`builders.layered`'s and
+    `builders.complete`'s counts)."""
+    if c["builder"] not in SIZED:
         return XOR_SIZE
     sign_in = 2 if c["duplicate_inputs"] else 1
     sign_hidden = 2 if c["duplicate_hidden"] else 1
     per_output = 2 if c["doubled_outputs"] else 1
     hidden: list[int] = c["hidden"]
+    if c["builder"] == "complete":
+        sources = (c["inputs"] + 1) * sign_in  # the inputs and one bias
+        free = hidden[0] + c["outputs"] * per_output
+        amplifiers = (c["amplifier_gain"] != 1) + (sign_hidden - 1)  # +A (a wire when A = 1), −A
+        couplings = free * (free - 1) // 2 * sign_hidden  # each pair of free nodes, ± each
+        size = sources * free + couplings, sources + free * (1 + amplifiers), free
+        return Size(*size, len(builders.COMPLETE_LAYERS), c["inputs"], c["outputs"])
     fan_in = [c["inputs"] * sign_in] + [h * sign_hidden for h in hidden]  # signals into each layer
     fan_out = [*hidden, c["outputs"] * per_output]
     conductances = sum((n + sign_in) * m for n, m in zip(fan_in, fan_out, strict=True))  # + its bias
     sources = c["inputs"] * sign_in + sign_in * len(fan_out)
     free = sum(hidden) + c["outputs"] * per_output
     nodes = sources + sum(hidden) * sign_hidden + free
+    for f, t in builders.skip_pairs(c["skips"], len(hidden)):
+        conductances += fan_in[f] * fan_out[t - 1]
+        nodes += fan_in[f] if f > 0 else 0  # a hidden layer's own skip amplifiers
     return Size(conductances, nodes, free, len(fan_out), c["inputs"], c["outputs"])
 
 
@@ -825,15 +909,23 @@ def _check(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], backend: str) -> None:
     """Keys that mean nothing for the builder, then the sizes, before anything is built."""
     # A resolved config (a run log's) carries every key at its default: only a set value misleads.
-    if circuit["builder"] != "layered":
-        misplaced = [k for k in LAYERED_ONLY if k in given and given[k] != SCHEMA["circuit"][k].default]
-        if misplaced:
-            raise ConfigError(
-                f'{path}: [circuit] {misplaced[0]} applies only to builder = "layered": remove it or '
-                'set builder = "layered"'
-            )
-    if circuit["builder"] != "seed-xor" and given.get("seed_pairing", True) is not True:
+    builder = circuit["builder"]
+    misplaced = [
+        k
+        for k in LAYERED_ONLY
+        if k in given
+        and given[k] != SCHEMA["circuit"][k].default
+        and (builder not in SIZED or (k in STAGED and builder != "layered"))
+    ]
+    if misplaced:
+        users = '"layered"' if misplaced[0] in STAGED else '"layered" or "complete"'
+        raise ConfigError(
+            f"{path}: [circuit] {misplaced[0]} applies only to builder = {users}: remove it or set builder "
+            f"= {users.split(' or ')[0]}"
+        )
+    if builder != "seed-xor" and given.get("seed_pairing", True) is not True:
         raise ConfigError(f'{path}: [circuit] seed_pairing applies only to builder = "seed-xor": remove it')
+    compensation = _check_stages(path, circuit)
     size = circuit_size(circuit)
     cap = LIMITS["conductances"]
     if size.conductances > cap:
@@ -842,15 +934,15 @@ def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], b
             f"{circuit['outputs']} make {size.conductances:,} conductances, above the cap of {cap:,.0f}: "
             "make the layers narrower"
         )
-    gain = float(circuit["amplifier_gain"])
-    hidden_layers = size.layers - 1
-    compensation = gain ** (2 * hidden_layers)
     limit = LIMITS["compensation"]
     if not 1 / limit <= compensation <= limit:
+        gains = f"amplifier_gain = {show(circuit['amplifier_gain'])}"
+        if builder == "layered" and circuit["feedback_gain"] != "reciprocal":
+            gains += f", feedback_gain = {show(circuit['feedback_gain'])}"
         raise ConfigError(
-            f"{path}: [circuit] amplifier_gain = {gain:g} through {hidden_layers} hidden layers scales "
-            f"layer 1's signal by A^{2 * hidden_layers} = {compensation:.3g}, beyond {_figure(limit)} "
-            "either way: bring the gain nearer 1 or use fewer layers"
+            f"{path}: [circuit] {gains} through {size.layers - 1} hidden layers scale layer 1's signal by "
+            f"1/{compensation:.3g} (its compensation Π A/b), beyond {_figure(limit)} either way: bring A/b "
+            "nearer 1 (raise feedback_gain or lower amplifier_gain, or the reverse) or use fewer layers"
         )
     memory, work = twin_cost(size)
     if backend == "numeric" and (memory > LIMITS["twin_memory"] or work > LIMITS["twin_work"]):
@@ -860,6 +952,40 @@ def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], b
             f'GB, {work:.1e} multiply-adds before its first answer): set [backend] name = "spice" or '
             "make the layers narrower"
         )
+
+
+def _check_stages(path: Path, c: dict[str, Any]) -> float:
+    """Per-layer gains, feedback gains and skips against the hidden layers; the compensation of
+    layer 1 (Π A/b over the amplifiers to the output)."""
+    builder, gain, hidden = c["builder"], c["amplifier_gain"], c["hidden"]
+    if isinstance(gain, list) and builder != "layered":
+        raise ConfigError(
+            f"{path}: [circuit] amplifier_gain = {show(gain)} is a list (one gain per hidden layer), which "
+            'only builder = "layered" takes: give one number'
+        )
+    if builder == "complete":
+        if len(hidden) != 1:
+            raise ConfigError(
+                f'{path}: [circuit] hidden = {show(hidden)}: builder = "complete" has no layers of hidden '
+                "nodes; give hidden = [n], its n hidden nodes"
+            )
+        return 1.0  # every amplifier at ratio 1 (builders.complete)
+    if builder != "layered":
+        return float(gain) ** 2  # the xor circuits: one hidden layer, reciprocal
+    for key in ("amplifier_gain", "feedback_gain"):
+        if isinstance(c[key], list) and len(c[key]) != len(hidden):
+            raise ConfigError(
+                f"{path}: [circuit] {key} = {show(c[key])} gives {len(c[key])} value(s) for the "
+                f"{len(hidden)} hidden layers of hidden = {show(hidden)}: give one per hidden layer, or one "
+                "number for all"
+            )
+    feedback = None if c["feedback_gain"] == "reciprocal" else c["feedback_gain"]
+    try:
+        builders.skip_pairs(c["skips"], len(hidden))
+        forward, backward = builders.stage_gains(len(hidden), gain, feedback)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [circuit] {exc} (hidden = {show(hidden)})") from exc
+    return builders.layer_compensation(forward, backward)[1]
 
 
 # [training] keys that mean something only with another key's value: (key, needs, the value it needs)
