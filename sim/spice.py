@@ -23,22 +23,28 @@ A point's values arrive through PySpice's SendData callback, one value per vecto
 pass (no vector is looked up by name). Each point stays in the sweep's plot, so a run is ended
 and its plot destroyed after `RUN_DOUBLES` values, and at every `program`.
 
-Why a settle's last bits depend on nothing but what was programmed and settled since. The
-answer of a solve depends, in its last bits, on the pivot order (chosen by Markowitz at the
-first factorisation of a run, from the values the matrix held then) and on the point Newton
-started from (the previous solution). Both are history: a training resumed in another process
-starts a fresh run, so if runs spanned updates it would differ in the last bits from the
-uninterrupted one, and after a few hundred chaotic epochs visibly. Hence every `program` ends
-the run: the next settle starts a new one, ordered from the programmed values, with Newton
-started cold. Checkpoints are taken between an update and the next settle, so a resumed ngspice
-training repeats the same runs and is bit-identical. The cost is one setup and ordering per
-`program` instead of one per solve (tests/perf/spice_scale.py measures both).
+Why a resumed run on ngspice could differ in the last bits, and why it does not. A solve's last
+bits depend on the pivot order (Markowitz picks it at the first factorisation of a run, from the
+values the matrix holds then, and keeps it while no pivot is exactly zero) and on where Newton
+started (the point before). Both are history: a training resumed in another process starts a
+new run at its checkpoint, the uninterrupted one would have carried on, and after enough
+chaotic epochs the two part visibly. So by default every `program` ends the run: the next settle
+starts a new one, ordered from the programmed values, with Newton started cold: nothing of the
+solver's state outlives a `program`. Checkpoints are taken between an update and the next
+settle, so a resumed ngspice training repeats the very same runs and is bit-identical (`make
+bench` kills and resumes one). The price is one setup and ordering per `program` instead of
+per solve; `fresh_runs=False` keeps one run across updates for networks where an ordering is
+dear (tests/perf/spice_scale.py measures both). `op`, as used before, ordered anew from every
+solve's values, yet a resumed run could still differ: it read its conductances from netlist
+text, which ngspice rounds differently from the `alter` that set them in the uninterrupted run.
 
 A conductance of exactly 0 is an open switch (a pruned edge): its resistor's multiplier `m` is
-set to 0, so ngspice stamps exact zeros and the solution is the one without the resistor (a huge
-resistance would leave a leak and, on a node it isolates, a near-singular matrix); setting the
-conductance again restores `m = 1`. The resistor stays in the matrix's structure, so pruning and
-un-pruning cost an `alter`, not a reload.
+set to 0, so ngspice stamps exact zeros and the answer is the network's without that resistor
+(to 1.4e-16 V on 5-10-3 with 30 % of the edges open; 1e9, 1e12, 1e15 Ω instead leave 2e-7,
+2e-10, 2e-13 V of leak, 1e30 Ω none visible). Unlike any resistance, it lets a node that only
+open switches reach be refused as floating (a huge resistance hands it the leaks' average
+voltage, which the real open circuit does not have). Setting the conductance again restores
+`m = 1`; the resistor stays in the matrix's structure, so pruning costs an `alter`, not a reload.
 """
 
 from __future__ import annotations
@@ -54,13 +60,14 @@ from hil.network import Network
 from sim.netlist import SimulatorOptions, netlist, nudge_source
 
 IMPLAUSIBLE_VOLTS = 1e6
-# Newton started warm stops at the first iterate within RELTOL of the one before, which leaves an
-# error of ~30 × RELTOL × |V| (measured on the seed's XOR: 3e-11 V at RELTOL 1e-9, 5e-7 V at 1e-6,
-# 1.3e-4 V at 1e-3); started cold it happens to go much further (1e-15 V at 1e-9, 3.5e-7 V at
-# 1e-3). Nudged-minus-free differences are ~1e-4 V at β = 1e-6: with looser tolerances than this
-# (the seed's configs run with ngspice's defaults) every settle starts a run of its own, cold and
-# ordered anew, as `op` did.
-WARM_RELTOL = 1e-7
+# Newton started warm stops at the first iterate within RELTOL × |V| of the one before, and that
+# is about as close as it gets: on the seed's XOR, settles continuing a run were off by up to
+# 5e-10 V at RELTOL 1e-9 (3e-13 V at 1e-11, for 0.2 more iterations a settle), 5e-7 V at 1e-6,
+# 1e-4 V at 1e-3. Started cold, Newton takes more steps and happens to end much closer (1e-15 V at
+# 1e-9, 3.5e-7 V at 1e-3). Nudged-minus-free differences are ~1e-4 V at β = 1e-6, so with a
+# looser RELTOL than this (the seed's configs run with ngspice's defaults) every settle starts a
+# run of its own, cold and ordered anew, as `op` did.
+WARM_RELTOL = 1e-9
 COMMAND_BYTES = 1000
 RUN_DOUBLES = 1_000_000  # values kept in a run's plot before the run is ended (8 MB)
 CONTROL_RESET = 1000  # commands between two frees of ngspice's per-command control blocks
@@ -189,15 +196,24 @@ def _session() -> _Session:
 class SpiceBackend:
     """`Backend` implemented by ngspice."""
 
-    def __init__(self, network: Network, options: SimulatorOptions = SimulatorOptions()) -> None:
+    def __init__(
+        self, network: Network, options: SimulatorOptions = SimulatorOptions(), fresh_runs: bool = True
+    ) -> None:
+        """`fresh_runs`: every `program` starts a new run (see the module's notes): settles depend
+        on nothing but what was programmed and settled since, and a resumed training is
+        bit-identical, for one setup and ordering of the matrix per update. False keeps one run
+        across updates: no reordering at all (a reordering takes ~10 ms at 64-32-10, ~8 s at
+        784-100-10), last bits that depend on the history of solves."""
         self.network = network
         self.options = options
+        self._fresh_runs = fresh_runs
         self._session = _session()
         self._ng = self._session.ng
         net = network
         self._g = np.full(len(net.conductances), 1e-3)
         self._open = np.zeros(len(net.conductances), dtype=bool)
-        self._fresh = True  # the next settle starts a new run (after a program, a load, a failure)
+        self._new_run = True  # the next settle starts a new run
+        self._pending = True  # programmed values that ngspice does not hold yet
         self._held: np.ndarray | None = None  # what ngspice holds, in `_prefix` order; None: not loaded
         self._index: dict[str, np.ndarray] = {}
         self._vector_count = 0
@@ -239,7 +255,8 @@ class SpiceBackend:
                 )
         self._g, self._open = g, is_open
         self._src_sign, _ = self.network.sign_multipliers(g)
-        self._fresh = True
+        self._pending = True
+        self._new_run = self._new_run or self._fresh_runs
         return g.copy()
 
     def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
@@ -312,11 +329,12 @@ class SpiceBackend:
         points = []
         for k in range(len(sources)):
             commands: list[str] = []
-            if self._fresh or s.points >= self._max_points or self._cold:
+            if self._new_run or s.points >= self._max_points or self._cold:
                 s.end_run()
-                if self._fresh:
-                    commands += self._changes(0, self._programmed_end, self._programmed_values())
-                    self._fresh = False
+                self._new_run = False
+            if self._pending:
+                commands += self._changes(0, self._programmed_end, self._programmed_values())
+                self._pending = False
             commands += self._changes(self._sources.start, self._sources.stop, sources[k] * self._src_sign)
             commands += self._changes(self._nudges.start, self._nudges.stop, nudges[k])
             points.append(self._step(commands))
@@ -353,15 +371,20 @@ class SpiceBackend:
         # The current plot gets a vector per `alter` (its value); in a paused run's plot of
         # hundreds of vectors that costs several times the alter itself. The run's plot must be
         # current again when it steps: SendData reads the current plot.
-        lines, line = [], "setplot const" if s.running else ""
+        if s.running:
+            commands = ["setplot const", *commands, f"setplot {s.plot}", "step"]
+        else:
+            commands = [*commands, "step"]
+        lines: list[str] = []
+        line: list[str] = []
+        size = 0
         for c in commands:
-            if line and len(line) + len(c) + 1 > COMMAND_BYTES:
-                lines.append(line)
-                line = c
-            else:
-                line = f"{line};{c}" if line else c
-        last = f"setplot {s.plot};step" if s.running else "step"
-        lines.append(f"{line};{last}" if line else last)
+            if size + len(c) >= COMMAND_BYTES:
+                lines.append(";".join(line))
+                line, size = [], 0
+            line.append(c)
+            size += len(c) + 1
+        lines.append(";".join(line))
         before = len(s.ng.points)
         for ln in lines[:-1]:
             s.command(ln)
@@ -373,7 +396,6 @@ class SpiceBackend:
             said = s.said()
             s.running = False  # a failed point ends ngspice's run
             s.end_run()
-            self._fresh = True
             raise ConvergenceError(f"ngspice found no operating point: {said}")
         if not s.running:  # a new run: its plot, its vectors (maybe in a new order)
             s.running = True
@@ -449,7 +471,7 @@ class SpiceBackend:
             raise BackendError(f"ngspice rejected the netlist: {detail}") from exc
         s.owner, s.sweep = self, self._sweep.lower()
         self._held = np.full(len(self._prefix), math.nan)
-        self._fresh = True
+        self._pending = self._new_run = True
         self._vector_count = 0
 
     def _element_names(self) -> set[str]:
