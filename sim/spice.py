@@ -118,13 +118,12 @@ class _Session:
 
     def end_run(self) -> None:
         """End the paused run, if any, and free every plot: memory back where it started."""
-        if self.running:
-            # Past the sweep's stop, the analysis ends at its next check without solving.
-            self.command(f"alter {self.sweep} dc = {2 * SWEEP_STOP!r};step")
-            self.running = False
+        # Past the sweep's stop, the analysis ends at its next check without solving.
+        finish = f"alter {self.sweep} dc = {2 * SWEEP_STOP!r};step;" if self.running else ""
+        self.running = False
         self.points = 0
         self.ng.points.clear()
-        self.command("destroy all")
+        self.command(finish + "destroy all")
 
 
 def _session() -> _Session:
@@ -363,7 +362,9 @@ class SpiceBackend:
         values = wanted[changed]
         held[changed] = values
         prefix = self._prefix
-        return [prefix[start + i] + repr(v) for i, v in zip(changed.tolist(), values.tolist(), strict=True)]
+        return list(
+            map(str.__add__, [prefix[start + i] for i in changed.tolist()], map(repr, values.tolist()))
+        )
 
     def _step(self, commands: list[str]) -> np.ndarray:
         """Apply `commands`, solve the next point, return its values."""
@@ -375,16 +376,7 @@ class SpiceBackend:
             commands = ["setplot const", *commands, f"setplot {s.plot}", "step"]
         else:
             commands = [*commands, "step"]
-        lines: list[str] = []
-        line: list[str] = []
-        size = 0
-        for c in commands:
-            if size + len(c) >= COMMAND_BYTES:
-                lines.append(";".join(line))
-                line, size = [], 0
-            line.append(c)
-            size += len(c) + 1
-        lines.append(";".join(line))
+        lines = _joined(commands)
         before = len(s.ng.points)
         for ln in lines[:-1]:
             s.command(ln)
@@ -497,6 +489,19 @@ class SpiceBackend:
         while node in nodes or source.lower() in self._names:
             node, source = node + "_", source + "_"
         return node, source
+
+
+def _joined(commands: list[str]) -> list[str]:
+    """`commands` joined by ';' into as few lines of less than COMMAND_BYTES as they fit."""
+    if sum(map(len, commands)) + len(commands) < COMMAND_BYTES:
+        return [";".join(commands)]
+    ends = np.cumsum([len(c) + 1 for c in commands])
+    lines, start, base = [], 0, 0
+    while start < len(commands):
+        stop = max(start + 1, int(np.searchsorted(ends, base + COMMAND_BYTES, side="right")))
+        lines.append(";".join(commands[start:stop]))
+        start, base = stop, int(ends[stop - 1])
+    return lines
 
 
 def _floating_nodes(network: Network, closed: np.ndarray) -> list[str]:

@@ -1,7 +1,9 @@
 """`make bench`: ngspice at scale. Per training sample (centered VDM: free, +β, −β and the update),
 online and in mini-batches; where a solve's time goes; how an update reaches ngspice; open switches
 against huge resistances; memory over a long run; kill -9 and resume on ngspice. Printed, never
-asserted. `python tests/perf/spice_scale.py --big` adds 784-100-10 (minutes)."""
+asserted. Times are this process's CPU time (ngspice runs in it, on one thread), so other work on
+the machine does not inflate them. `python tests/perf/spice_scale.py --big` adds 784-100-10
+(minutes)."""
 
 from __future__ import annotations
 
@@ -68,9 +70,9 @@ def per_sample(net: Network, samples: int, batch: int, fresh_runs: bool = True, 
     train(min(samples, 2 * batch))  # load, first run
     best = np.inf
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         train(samples)
-        best = min(best, (time.perf_counter() - start) / samples)
+        best = min(best, (time.process_time() - start) / samples)
     backend.close()
     return best
 
@@ -78,9 +80,9 @@ def per_sample(net: Network, samples: int, batch: int, fresh_runs: bool = True, 
 def _best(f: object, repeats: int) -> float:
     best = np.inf
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         f()  # type: ignore[operator]
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
@@ -193,12 +195,12 @@ def memory(net: Network, solves: int = 3000) -> tuple[float, float]:
         backend.settle(x[i % 64])
     gc.collect()
     before = rss_mb()
-    start = time.perf_counter()
+    start = time.process_time()
     for i in range(solves):
         if i % 3 == 0:
             backend.program(g * (1 + 1e-3 * np.sin(i)))
         backend.settle(x[i % 64], {n: 1e-6 * (i % 3) for n in net.nudge_nodes})
-    seconds = (time.perf_counter() - start) / solves
+    seconds = (time.process_time() - start) / solves
     gc.collect()
     backend.close()
     return rss_mb() - before, seconds
