@@ -214,11 +214,14 @@ LIMITS: dict[str, float] = {
     # Layer 1's signal reaches the output scaled by 1/A² per amplifier on the way: beyond 1e12 it
     # sinks under a double's 1e-16 relative precision (and any instrument's noise) with no margin.
     "compensation": 1e12,
-    # The twin (`numeric`) solves with dense matrices: one of conductances × nodes entries (8
-    # bytes each: 3.2 GB at the cap), and conductances × nodes × free nodes multiply-adds before
-    # its first answer (3e10 took 7 s on one core). Sparse ngspice needs no such cap.
-    "twin_memory": 4e8,
-    "twin_work": 5e10,
+    # The twin (`numeric`) keeps dense matrices over its unknowns, the free nodes: free² entries,
+    # free × nodes twice (what sources push in, what driven nodes deliver), and about 40 per
+    # conductance to scatter them (8 bytes each: 1 GB at the cap; 784-100-10 needs 55 MB). Its
+    # Newton step is at worst a dense LU over the free nodes, free³/3 multiply-adds (3e11: about
+    # a minute on one core) when nothing can be eliminated; a layered network eliminates every
+    # other layer. Sparse ngspice needs no such cap.
+    "twin_memory": 1.25e8,
+    "twin_work": 3e11,
 }
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -280,8 +283,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
             f"{_figure(LIMITS['width'])}",
             f"`layered`: width of each hidden layer, e.g. [4, 4] (1 to {_figure(LIMITS['hidden_layers'])} "
             f"layers of 1 to {_figure(LIMITS['width'])}; at most {LIMITS['conductances']:,.0f} conductances "
-            f"in all; numeric backend: conductances × nodes ≤ {_figure(LIMITS['twin_memory'])} and × free "
-            f"nodes ≤ {_figure(LIMITS['twin_work'])}); `complete`: [n], its n hidden nodes",
+            f"in all; numeric backend: free nodes² + 2 × free nodes × nodes + 40 × conductances ≤ "
+            f"{_figure(LIMITS['twin_memory'])} and free nodes³/3 ≤ {_figure(LIMITS['twin_work'])}); "
+            "`complete`: [n], its n hidden nodes",
         ),
         "outputs": number(1, 1, LIMITS["outputs"], "", "`layered`, `complete`: number of outputs", kind=int),
         "duplicate_inputs": Key(
@@ -671,8 +675,9 @@ def circuit_size(c: dict[str, Any]) -> Size:
 
 
 def twin_cost(size: Size) -> tuple[float, float]:
-    """(matrix entries, multiply-adds before the first answer) of the twin on this circuit."""
-    return float(size.conductances) * size.nodes, float(size.conductances) * size.nodes * size.free_nodes
+    """(matrix entries, multiply-adds of a Newton step at worst) of the twin on this circuit."""
+    free = float(size.free_nodes)
+    return free * free + 2.0 * free * size.nodes + 40.0 * size.conductances, free**3 / 3.0
 
 
 # ---------------------------------------------------------------------------------------- bench check
@@ -948,9 +953,9 @@ def _check_circuit(path: Path, circuit: dict[str, Any], given: dict[str, Any], b
     if backend == "numeric" and (memory > LIMITS["twin_memory"] or work > LIMITS["twin_work"]):
         raise ConfigError(
             f"{path}: [circuit] hidden = {show(circuit['hidden'])} makes {size.conductances:,} conductances "
-            f"on {size.nodes:,} nodes, too big for the numeric twin's dense solver ({8 * memory / 1e9:.1f} "
-            f'GB, {work:.1e} multiply-adds before its first answer): set [backend] name = "spice" or '
-            "make the layers narrower"
+            f"on {size.nodes:,} nodes ({size.free_nodes:,} free), too big for the numeric twin "
+            f"({8 * memory / 1e9:.1f} GB of matrices, up to {work:.1e} multiply-adds a Newton step): set "
+            '[backend] name = "spice" or make the layers narrower'
         )
 
 

@@ -226,7 +226,14 @@ class Network:
 
     def compensation(self) -> np.ndarray:
         """Per-edge factor from raw estimator to gradient."""
-        return np.array([self.layer_compensation.get(g.layer, 1.0) for g in self.conductances])
+        return self._compensation
+
+    @cached_property
+    def _compensation(self) -> np.ndarray:
+        # Asked for on every update: built once (a Python loop over 161,040 edges costs 20 ms).
+        factors = np.array([self.layer_compensation.get(g.layer, 1.0) for g in self.conductances])
+        factors.setflags(write=False)
+        return factors
 
     @cached_property
     def pairing(self) -> np.ndarray:
@@ -252,6 +259,12 @@ class Network:
             )
         fixed, index, scale = self._source_map
         return fixed + scale * inputs[index] if self.n_inputs else fixed.copy()
+
+    @property
+    def source_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per source (constant, input index, scale): voltage = constant + scale·inputs[index] before
+        sign flips, for computing many samples at once."""
+        return self._source_map
 
     def sign_multipliers(self, conductances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(per-source, per-amplifier) multipliers ±1 from the signs of signed conductances."""

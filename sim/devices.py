@@ -21,6 +21,7 @@ K_OVER_Q = BOLTZMANN / CHARGE
 ENERGY_GAP = 1.11  # EG default, eV
 XTI = 3.0  # saturation-current temperature exponent, default
 DEFAULT_GMIN = 1e-12  # S, ngspice's CKTgmin
+EXP_CAP = 600.0  # largest vd/vte fed to exp in the vectorised diode: e^600 ≈ 4e260, far from overflow
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,40 @@ class DiodeAtTemperature:
                     out[i] = floor
                     changed = True
         return np.array(out) if changed else vnew
+
+    # Vectorised twins of `current` and `limit`, for junction voltages of any shape (a batch of
+    # samples × diodes): the same formulas, term for term.
+    def currents(self, vd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(current, conductance) at junction voltages `vd` of any shape, GMIN included."""
+        vte, isat, gmin = self.vte, self.saturation_current, self.gmin
+        edge = -3.0 * vte
+        forward = vd >= edge
+        # Capped where exp would overflow: such a junction (31 V at N = 2, 27 °C) makes Newton's next
+        # step diverge, which the solver reports, instead of raising mid-step.
+        e = np.exp(np.minimum(vd, EXP_CAP * vte) / vte)  # below the edge unused (and no overflow)
+        below = np.minimum(vd, edge)
+        a = 3.0 * vte / (below * math.e)
+        a = a * a * a
+        cd = np.where(forward, isat * (e - 1.0), -isat * (1.0 + a)) + gmin * vd
+        gd = np.where(forward, isat * e / vte, isat * 3.0 * a / below) + gmin
+        return cd, gd
+
+    def limits(self, vnew: np.ndarray, vold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """DEVpnjlim for arrays of any shape: (limited voltages, which junctions were limited)."""
+        vt, vcrit = self.vte, self.vcrit
+        up = (vnew > vcrit) & (np.abs(vnew - vold) > 2.0 * vt)
+        # The floor is below -1 V, so a junction under it is also below 0, as DEVpnjlim asks.
+        floor = np.where(vold > 0.0, -vold - 1.0, 2.0 * vold - 1.0)
+        down = ~up & (vnew < floor)
+        limited = up | down
+        if not limited.any():
+            return vnew, limited
+        arg = (vnew - vold) / vt
+        # Each branch's argument kept in its domain where the branch is not taken (no warnings).
+        rising = np.where(
+            arg > 0.0,
+            vold + vt * (2.0 + np.log(np.maximum(arg - 2.0, 1e-300))),
+            vold - vt * (2.0 + np.log(2.0 - np.minimum(arg, 0.0))),
+        )
+        lifted = np.where(vold > 0.0, rising, vt * np.log(np.maximum(vnew, vcrit) / vt))
+        return np.where(up, lifted, np.where(down, floor, vnew)), limited

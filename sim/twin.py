@@ -2,24 +2,173 @@
 
 Same devices as ngspice (ideal sources, VCVS/CCCS, resistors, ngspice's level-1 diode with GMIN),
 solved to machine precision. Nodes driven by a voltage source or a VCVS are eliminated, so the
-unknowns are only the free nodes: V = T·u + c. The residual is Kirchhoff's current law at every
-free node, where the CCCS of an amplifier adds backward_gain × (current the VCVS delivers).
+unknowns are only the free nodes u: V = T·u + c. The residual is Kirchhoff's current law at every
+free node, where the CCCS of an amplifier adds backward_gain × (current the VCVS delivers):
+F(u) = A·u + r0 + (diode currents), with A = M·Gn·T the conductances seen from the free nodes.
+
+Sizes. Nothing is conductances × nodes: `program` scatters the conductances (O(edges)) into A
+(free × free), P (free × fixed nodes, what the sources push into the free nodes) and H (driven ×
+free, what the sources and amplifiers deliver), all dense because each is small, and a sparse
+fixed × fixed part. Every diode sits on one free unknown, so Newton's Jacobian is A plus a
+diagonal: the free nodes that A does not couple to each other (in a layered network the clamped
+hidden layers and the outputs, alternately) are eliminated by their diagonal, and a small dense
+Schur system is solved for the rest, for every sample of a batch at once. A pivot too small for
+that elimination sends the sample to a dense LU with partial pivoting instead.
+
+Batches. `settle_batch` runs Newton on all samples together; each sample stops when it has
+converged (so its answer does not depend on the others'), and one that fails goes through the
+fallbacks alone (cold start, gmin stepping, source stepping), as `settle` does.
+
+Open switches. A conductance of exactly 0 is no element (a pruned edge). A free node that is then
+left with no DC path (no conductance, clamp or load reaching a source) has no defined voltage,
+as in ngspice, where the matrix is singular: settling raises a ConvergenceError naming it.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import hashlib
+from dataclasses import dataclass
+from typing import Any
 
-from hil.interface import ConvergenceError, Identity, State, settle_each
+import numpy as np
+from scipy.linalg.lapack import dgesv, dgetrf  # type: ignore[import-untyped]
+from scipy.sparse import csr_matrix  # type: ignore[import-untyped]
+
+from hil.interface import ConvergenceError, Identity, State
 from hil.network import Network
 from sim.devices import DEFAULT_GMIN, DiodeAtTemperature
 
 MAX_ITERATIONS = 200
 CONVERGED_STEP = 1e-9  # V
 MAX_STEP = 1e6  # V: a Newton step this large means the circuit has no sensible equilibrium
-# Current into the + terminal of a clamp's offset sources: the high diode's current flows in, the
-# low diode's flows out.
+# An LU pivot this far below the largest (a few dozen rounding errors) means a singular matrix.
+SINGULAR = 1e-14
+# Eliminating a free node by its diagonal multiplies its couplings by 1/pivot. Beyond this growth
+# (against A's largest entry) the elimination could lose digits: that sample takes the dense LU.
+MAX_GROWTH = 1e4
+# Below this many free nodes one dense LU costs less than the elimination's extra steps: for one
+# sample (numpy's per-call cost dominates) and for a batch (the arithmetic does). Measured.
+DENSE_ONE = 48
+DENSE_BATCH = 12
+# Up to this many diodes a plain loop beats numpy's per-call cost (one sample at a time).
+SCALAR_DIODES = 32
+# Driven × fixed couplings (mostly each source's own degree) kept dense up to this many entries.
+DENSE_FIXED = 1 << 14
+# Eliminated nodes' outer products of couplings kept up to this many entries (32 MB); beyond, each
+# Schur matrix is built by scaling the couplings instead (the same arithmetic, more passes).
+MAX_OUTER = 1 << 22
+SPARSE_FROM = 1024  # entries from which a block is built by a sparse matrix product
+# Warm starts kept: at least this many samples, more while they fit in WARM_BYTES.
+WARM_SAMPLES = 4096
+WARM_BYTES = 1 << 25
 _CLAMP_SIGN = np.array([1.0, -1.0])
+
+
+def _key(inputs: np.ndarray) -> bytes:
+    """A sample's warm-start key: a digest of its inputs (784 inputs would be 6 kB a key)."""
+    return hashlib.blake2b(np.ascontiguousarray(inputs, dtype=float).tobytes(), digest_size=16).digest()
+
+
+def _segments(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For summing columns by target position: (order, segment starts, position of each segment)."""
+    order = np.argsort(positions, kind="stable")
+    sorted_pos = positions[order]
+    starts = np.flatnonzero(np.r_[True, sorted_pos[1:] != sorted_pos[:-1]]) if len(order) else order
+    return order, starts, sorted_pos[starts]
+
+
+def _lines(free: np.ndarray, amp_in: np.ndarray, amp_out: np.ndarray, n: int) -> np.ndarray:
+    """Per node, its unknown (-1 for none): a free node's own; an amplifier output following a free
+    input, its input's (the row where M adds its current through the CCCS, the column where T
+    puts gain × the input)."""
+    line = np.full(n, -1, dtype=np.int64)
+    line[free] = np.arange(len(free))
+    follows = line[amp_in] >= 0
+    line[amp_out[follows]] = line[amp_in[follows]]
+    return line
+
+
+def _independent(rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+    """A greedy independent set of the graph whose edges are the (row, col) pairs (entries < 0
+    ignored), fewest neighbours first: in a layered network, alternate layers."""
+    real = (rows >= 0) & (cols >= 0) & (rows != cols)
+    pairs = np.unique(rows[real] * max(n, 1) + cols[real])
+    first, second = pairs // max(n, 1), pairs % max(n, 1)
+    degree = np.bincount(first, minlength=n)
+    starts = np.r_[0, np.cumsum(degree)]
+    taken = np.zeros(n, dtype=bool)
+    blocked = np.zeros(n, dtype=bool)
+    for k in np.argsort(degree, kind="stable").tolist():
+        if not blocked[k]:
+            taken[k] = True
+            blocked[second[starts[k] : starts[k + 1]]] = True
+    return taken
+
+
+@dataclass
+class _Block:
+    """One block of the nodal matrix as Laplacian entries scattered into it: entry j adds
+    coef[j]·|g|[source[j]] at flat position flat[j]. The coefficient is the entry's sign times
+    the gain-dependent scales of its row node (M) and column node (T)."""
+
+    flat: np.ndarray
+    source: np.ndarray
+    sign: np.ndarray
+    row_node: np.ndarray
+    col_node: np.ndarray
+    shape: tuple[int, int]
+    coef: np.ndarray
+    map: Any = None  # scipy.sparse.csr_matrix: |g| → the block's entries
+
+    @classmethod
+    def of(
+        cls,
+        take: np.ndarray,
+        at: tuple[np.ndarray, np.ndarray],
+        nodes: tuple[np.ndarray, np.ndarray],
+        sign: np.ndarray,
+        source: np.ndarray,
+        shape: tuple[int, int],
+    ) -> _Block:
+        index = np.int64 if shape[0] * shape[1] >= 2**31 else np.int32
+        flat = (at[0][take].astype(np.int64) * shape[1] + at[1][take]).astype(index)
+        small = np.int32 if len(sign) < 2**31 else np.int64
+        return cls(
+            flat,
+            source[take].astype(small),
+            sign[take].astype(np.int8),
+            nodes[0][take].astype(np.int32),
+            nodes[1][take].astype(np.int32),
+            shape,
+            np.zeros(0),
+        )
+
+    def scale(self, coef: np.ndarray, sources: int) -> None:
+        """New coefficients (the amplifiers' gains changed); for a large block, the sparse map from
+        the conductances' magnitudes to its entries, duplicates summed (a few times faster than a
+        weighted bincount, which costs less below a thousand entries)."""
+        self.coef = coef
+        size = self.shape[0] * self.shape[1]
+        if len(coef) >= SPARSE_FROM:
+            self.map = csr_matrix((coef, (self.flat, self.source)), shape=(size, sources))
+            self.map.sum_duplicates()
+
+    def dense(self, magnitude: np.ndarray) -> np.ndarray:
+        if self.map is not None:
+            return np.asarray(self.map @ magnitude).reshape(self.shape)
+        size = self.shape[0] * self.shape[1]
+        return np.bincount(self.flat, self.coef * magnitude[self.source], minlength=size).reshape(self.shape)
+
+
+@dataclass
+class _Phase:
+    """What one settle of a batch works from: every sample's constant terms."""
+
+    r0: np.ndarray  # [samples, free]: KCL residual at u = 0 (sources, nudges, nothing else)
+    d0: np.ndarray  # [samples, diodes]: junction voltages at u = 0
+    fixed: np.ndarray  # [samples, fixed nodes]: source and source-driven amplifier voltages
+    inj_nodes: np.ndarray  # nodes receiving a current
+    inj: np.ndarray  # [samples, len(inj_nodes)]
 
 
 class TwinBackend:
@@ -28,116 +177,278 @@ class TwinBackend:
     def __init__(self, network: Network, gmin: float = DEFAULT_GMIN) -> None:
         self.network = network
         self.diode = DiodeAtTemperature.at(network.diode_model, network.temperature, gmin)
-        nodes = network.nodes
-        self._index = {n: i for i, n in enumerate(nodes)}
-        n = len(nodes)
-        idx = self._index
-        self._src_nodes = np.array([idx[s.node] for s in network.sources], dtype=int)
-        self._amp_in = np.array([idx[a.node_in] for a in network.amplifiers], dtype=int)
-        self._amp_out = np.array([idx[a.node_out] for a in network.amplifiers], dtype=int)
-        driven = set(self._src_nodes.tolist()) | set(self._amp_out.tolist())
-        if set(self._amp_in.tolist()) & set(self._amp_out.tolist()):
+        n = len(network.nodes)
+        idx = network.node_index
+        src = np.array([idx[s.node] for s in network.sources], dtype=np.int64)
+        amp_in, amp_out = (np.asarray(a, dtype=np.int64) for a in network.amplifier_nodes)
+        if set(amp_in.tolist()) & set(amp_out.tolist()):
             raise ValueError("the twin does not chain amplifiers output-to-input directly")
-        self._free = np.array([i for i in range(n) if i not in driven], dtype=int)
-        self._free_pos = {int(node): k for k, node in enumerate(self._free)}
+        driven = np.zeros(n, dtype=bool)
+        driven[src] = True
+        driven[amp_out] = True
+        # Laplacian entries of every conductance (a–b) and load (node–ground).
+        a, b = (np.asarray(e, dtype=np.int64) for e in network.edge_endpoints)
+        n_edges = len(a)
+        load_nodes = np.array([idx[ld.node] for ld in network.loads], dtype=np.int64)
+        self._load_g = np.array([ld.conductance for ld in network.loads], dtype=float)
+        rows = np.r_[a, b, a, b, load_nodes]
+        cols = np.r_[a, b, b, a, load_nodes]
+        sign = np.r_[np.ones(2 * n_edges), -np.ones(2 * n_edges), np.ones(len(load_nodes))]
+        edge = np.r_[np.tile(np.arange(n_edges), 4), n_edges + np.arange(len(load_nodes))]
+        # The unknowns, ordered for the elimination: first the free nodes that A does not couple
+        # to each other (eliminated by their diagonal), then the rest (the dense Schur system).
+        free = np.flatnonzero(~driven)
+        line = _lines(free, amp_in, amp_out, n)
+        eliminated = _independent(line[rows], line[cols], len(free))
+        self._free = free[np.r_[np.flatnonzero(eliminated), np.flatnonzero(~eliminated)]]
         nf = len(self._free)
-        # Incidence of the conductances: Gn = incᵀ·diag(|g|)·inc + loads.
-        a_idx, b_idx = network.edge_endpoints
-        self._inc = np.zeros((len(network.conductances), n))
-        self._inc[np.arange(len(a_idx)), a_idx] = 1.0
-        self._inc[np.arange(len(b_idx)), b_idx] -= 1.0
-        # Clamp diodes: vd = Dv·V + dv0; the high diode conducts node → v_high, the low one
-        # v_low → node.
-        nc = len(network.clamps)
-        self._dv = np.zeros((2 * nc, n))
-        self._dv0 = np.zeros(2 * nc)
-        for k, c in enumerate(network.clamps):
-            self._dv[2 * k, idx[c.node]] = 1.0
-            self._dv0[2 * k] = -c.v_high
-            self._dv[2 * k + 1, idx[c.node]] = -1.0
-            self._dv0[2 * k + 1] = c.v_low
-        self._loads = np.zeros(n)
-        for load in network.loads:
-            self._loads[idx[load.node]] += load.conductance
-        self._n, self._nf = n, nf
-        self._g = np.zeros(len(network.conductances))
+        self._nd = int(eliminated.sum())
+        # Rows of M (KCL at free nodes; an amplifier output's current lands on its input's row
+        # through the CCCS) and columns of T (free nodes, and amplifier outputs following one).
+        line = _lines(self._free, amp_in, amp_out, n)
+        self._line = line
+        # An amplifier whose input is free: its output is gain·u; one driven by a source is fixed.
+        self._amp_follows = line[amp_in] >= 0
+        self._amp_in, self._amp_out = amp_in, amp_out
+        # Fixed nodes: voltages known per sample (sources, amplifiers driven by a source).
+        fixed = np.r_[src, amp_out[~self._amp_follows]]
+        self._fixed_nodes = fixed
+        xpos = np.full(n, -1, dtype=np.int64)
+        xpos[fixed] = np.arange(len(fixed))
+        # Driven nodes: where the State reports a current (sources, every amplifier output).
+        ypos = np.full(n, -1, dtype=np.int64)
+        ypos[src] = np.arange(len(src))
+        ypos[amp_out] = len(src) + np.arange(len(amp_out))
+        self._ypos, self._src, self._n, self._nf = ypos, src, n, nf
+        self._n_driven = len(src) + len(amp_out)
+        lr, lc, xc, yr = line[rows], line[cols], xpos[cols], ypos[rows]
+        nx = len(fixed)
+        takes = {
+            "A": (lr >= 0) & (lc >= 0),
+            "P": (lr >= 0) & (xc >= 0),
+            "H": (yr >= 0) & (lc >= 0),
+        }
+        nodes = (rows, cols)
+        self._blocks = {
+            "A": _Block.of(takes["A"], (lr, lc), nodes, sign, edge, (nf, nf)),
+            "P": _Block.of(takes["P"], (lr, xc), nodes, sign, edge, (nf, nx)),
+            "H": _Block.of(takes["H"], (yr, lc), nodes, sign, edge, (self._n_driven, nf)),
+        }
+        # Driven × fixed: sparse (a source's own degree, and the rare edge between two fixed nodes).
+        zt = (yr >= 0) & (xc >= 0)
+        pair = yr[zt] * max(nx, 1) + xc[zt]
+        self._z_pairs, z_of_entry = np.unique(pair, return_inverse=True)
+        self._z_rows, self._z_cols = self._z_pairs // max(nx, 1), self._z_pairs % max(nx, 1)
+        z_at = (z_of_entry.ravel(), np.zeros(int(zt.sum()), dtype=np.int64))
+        self._z_block = _Block.of(
+            zt[zt], z_at, (rows[zt], cols[zt]), sign[zt], edge[zt], (len(self._z_pairs), 1)
+        )
+        self._z_block.scale(sign[zt], n_edges + len(load_nodes))  # no gain in it: scaled once
+        self._z_unique = len(np.unique(self._z_rows)) == len(self._z_rows)
+        # Endpoints kept for the DC-path check of pruned networks.
+        self._a, self._b = a, b
+        self._load_nodes = load_nodes
+        # Diodes: two per clamp, vd = s·V(node) + offset; the high one conducts node → v_high.
+        cl_node, v_high, v_low = network.clamp_map
+        cl_node = np.asarray(cl_node, dtype=np.int64)
+        self._d_node = np.repeat(cl_node, 2)
+        self._d_sign = np.tile([1.0, -1.0], len(cl_node))
+        self._d_off = np.ravel(np.column_stack([-np.asarray(v_high), np.asarray(v_low)]))
+        self._d_pos = line[self._d_node]
+        self._d_x = xpos[self._d_node]
+        self._d_on_u = self._d_pos >= 0
+        self._d_all_on_u = bool(self._d_on_u.all())
+        self._d_pos_u = self._d_pos[self._d_on_u]
+        self._d_at_fixed = self._d_x >= 0
+        self._d_any_fixed = bool(self._d_at_fixed.any())
+        self._d_order, self._d_starts, self._d_targets = _segments(self._d_pos_u)
+        # Clamps as the builders make them: a high and a low diode per node, on distinct unknowns
+        # that follow each other. Then summing onto the unknowns is one add into a slice.
+        pos_u = self._d_pos_u
+        self._d_paired: slice | None = None
+        if (
+            self._d_all_on_u
+            and len(pos_u)
+            and np.array_equal(pos_u[0::2], pos_u[1::2])
+            and np.array_equal(pos_u[0::2], np.arange(pos_u[0], pos_u[0] + len(pos_u) // 2))
+        ):
+            self._d_paired = slice(int(pos_u[0]), int(pos_u[0]) + len(pos_u) // 2)
+        self._d_y = ypos[self._d_node]
+        self._d_on_y = self._d_y >= 0
+        self._d_any_y = bool(self._d_on_y.any())
+        self._injections: dict[bytes, tuple[np.ndarray, np.ndarray | None]] = {}
+        follows = self._amp_follows
+        self._n_amp_fixed = int((~follows).sum())
+        self._amp_fixed_src = ypos[amp_in[~follows]]  # index of the driving source
+        self._amp_out_follow = amp_out[follows]
+        self._amp_in_line = line[amp_in[follows]]
+        self._dense_one, self._dense_batch = nf < DENSE_ONE, nf < DENSE_BATCH
+        self._g = np.zeros(n_edges)
         self._gains_key: bytes | None = None
         self._signs_key: bytes | None = None
+        self._open_key: bytes | None = None
+        self._floating: list[str] = []
         # Warm starts: the last equilibrium per sample's inputs. Weights change little between
         # visits, so Newton starts a few steps from the answer.
         self._warm: dict[bytes, np.ndarray] = {}
-        self.program(np.full(len(network.conductances), 1e-3))
+        self._last_keys: tuple[bytes, list[bytes]] = (b"", [])
+        self._warm_cap = max(WARM_SAMPLES, WARM_BYTES // max(8 * nf, 1))
+        self.program(np.full(n_edges, 1e-3))
 
     # ------------------------------------------------------------------ interface
     def program(self, conductances: np.ndarray) -> np.ndarray:
         g = np.array(conductances, dtype=float)
-        if g.shape != self._g.shape or not np.all(np.isfinite(g)) or np.any(g == 0):
-            raise ValueError("conductances must be finite, non-zero, one per edge")
+        if g.shape != self._g.shape or not np.all(np.isfinite(g)):
+            raise ValueError("conductances must be finite, one per edge (0: an open switch)")
         net = self.network
         self._g = g
         signs = (g < 0).tobytes()
         if signs != self._signs_key:  # sources and amplifiers change only when a weight changes sign
             self._signs_key = signs
-            self._src_sign, _ = net.sign_multipliers(g)
+            src_sign, _ = net.sign_multipliers(g)
+            # Source voltages = constant + scale·inputs[index], signs applied.
+            constant, self._src_index, scale = net.source_map
+            self._src_constant, self._src_scale = constant * src_sign, scale * src_sign
             gain, back = net.amplifier_gains(g)
             key = np.concatenate([gain, back]).tobytes()
             if key != self._gains_key:
                 self._gains_key = key
-                self._gain, self._back = gain, back
-                self._amplifier_maps()
-        self._mag = np.abs(g)
-        # M·Gn·T with Gn = incᵀ·diag(|g|)·inc + diag(loads), without forming Gn.
-        self._a = (self._p * self._mag) @ self._q + self._a_loads
+                self._gain, self._back = np.asarray(gain, dtype=float), np.asarray(back, dtype=float)
+                self._coefficients()
+        open_key = (g == 0).tobytes()
+        if open_key != self._open_key:
+            self._open_key = open_key
+            self._floating = self._unreached(g != 0)
+        magnitude = np.concatenate([np.abs(g), self._load_g]) if len(self._load_g) else np.abs(g)
+        blocks = self._blocks
+        a = blocks["A"].dense(magnitude)
+        self._A = a
+        self._P = blocks["P"].dense(magnitude)
+        self._H = blocks["H"].dense(magnitude)
+        self._z = self._z_block.dense(magnitude).ravel()
+        self._z_dense = None
+        if self._n_driven * len(self._fixed_nodes) <= DENSE_FIXED:
+            self._z_dense = np.zeros((self._n_driven, len(self._fixed_nodes)))
+            self._z_dense[self._z_rows, self._z_cols] = self._z
+        self._schur_ready = False
         return g
 
-    def _leaving(self, v: np.ndarray) -> np.ndarray:
-        """Current from each node into its conductances and loads."""
-        return self._inc.T @ (self._mag * (self._inc @ v)) + self._loads * v
+    def _schur_blocks(self) -> None:
+        """A split for the elimination (once per programming, when a solve first needs it): the
+        eliminated block's diagonal, the couplings, and each eliminated node's outer product of
+        couplings, so that every sample's Schur matrix is one matrix product away."""
+        a, nd = self._A, self._nd
+        self._aD = np.diag(a)[:nd].copy()
+        self._A_DK, self._A_KD, self._A_KK = a[:nd, nd:], a[nd:, :nd], a[nd:, nd:]
+        nk = self._nf - nd
+        self._outer = None
+        if nd * nk * nk <= MAX_OUTER:
+            self._outer = (self._A_KD.T[:, :, None] * self._A_DK[:, None, :]).reshape(nd, nk * nk)
+        reach = np.abs(self._A_KD).max(axis=0, initial=0.0) * np.abs(self._A_DK).max(axis=1, initial=0.0)
+        self._reach = reach / MAX_GROWTH
+        self._scale = float(np.abs(a).max(initial=0.0))
+        self._schur_ready = True
 
-    def _amplifier_maps(self) -> None:
-        n, nf = self._n, self._nf
-        # V = T u + c: free nodes are u, VCVS outputs follow their input.
-        t = np.zeros((n, nf))
-        t[self._free, np.arange(nf)] = 1.0
-        # KCL rows at free nodes, with each CCCS adding backward_gain × (VCVS current).
-        m = np.zeros((nf, n))
-        m[np.arange(nf), self._free] = 1.0
-        for k, (i, o) in enumerate(zip(self._amp_in, self._amp_out, strict=True)):
-            if int(i) in self._free_pos:
-                t[o, self._free_pos[int(i)]] = self._gain[k]
-                m[self._free_pos[int(i)], o] -= self._back[k]
-        self._t, self._m = t, m
-        self._b = m @ self._dv.T
-        self._c = self._dv @ t
-        self._p = m @ self._inc.T
-        self._q = self._inc @ t
-        self._a_loads = (m * self._loads) @ t
+    def _injection(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Currents injected at `nodes` as matrices: onto the KCL rows of the free nodes, and onto
+        the driven nodes (None when none is driven). Cached: the nudge nodes are always the same."""
+        key = nodes.tobytes()
+        if key not in self._injections:
+            line = self._line[nodes]
+            on = np.flatnonzero(line >= 0)
+            to_free = np.zeros((len(nodes), self._nf))
+            np.add.at(to_free, (on, line[on]), self._row[nodes[on]])
+            y = self._ypos[nodes]
+            at = np.flatnonzero(y >= 0)
+            to_driven = None
+            if len(at):
+                to_driven = np.zeros((len(nodes), self._n_driven))
+                to_driven[at, y[at]] = 1.0
+            if len(self._injections) > 16:
+                self._injections.clear()
+            self._injections[key] = (to_free, to_driven)
+        return self._injections[key]
+
+    def _coefficients(self) -> None:
+        """Gain-dependent scales: M's rows (−backward gain on an amplifier output's row) and T's
+        columns (gain on an amplifier output's column)."""
+        n = self._n
+        row = np.zeros(n)
+        col = np.zeros(n)
+        row[self._free] = 1.0
+        col[self._free] = 1.0
+        follows = self._amp_follows
+        row[self._amp_out[follows]] = -self._back[follows]
+        col[self._amp_out[follows]] = self._gain[follows]
+        self._row, self._col = row, col
+        self._injections = {}
+        self._gain_follow = self._gain[follows]
+        self._amp_fixed_gain = self._gain[~follows]
+        for key, block in self._blocks.items():
+            r, c = block.row_node, block.col_node
+            scale = {"A": row[r] * col[c], "P": row[r], "H": col[c]}[key]
+            block.scale(block.sign * scale, len(self._g) + len(self._load_g))
+        on = self._d_on_u
+        self._d_row = row[self._d_node]
+        self._d_col = col[self._d_node]
+        # Per diode on an unknown: its Jacobian weight r·c on the diagonal, r·s on the residual,
+        # s·c in the junction voltage.
+        self._d_jac = (self._d_row * self._d_col)[on]
+        self._d_res = (self._d_row * self._d_sign)[on]
+        self._d_vd = (self._d_sign * self._d_col)[on]
+
+    def _unreached(self, closed: np.ndarray) -> list[str]:
+        """Nodes with no DC path to a source, an amplifier output, a clamp or a load through the
+        conductances that are not open switches."""
+        reached = np.zeros(self._n, dtype=bool)
+        reached[self._src] = True
+        reached[self._amp_out] = True
+        reached[self._d_node] = True
+        reached[self._load_nodes[self._load_g > 0]] = True
+        a, b = self._a[closed], self._b[closed]
+        while True:
+            grow = np.zeros(self._n, dtype=bool)
+            grow[b[reached[a] & ~reached[b]]] = True
+            grow[a[reached[b] & ~reached[a]]] = True
+            if not grow.any():
+                break
+            reached |= grow
+        nodes = self.network.nodes
+        return [nodes[i] for i in np.flatnonzero(~reached)]
 
     def settle(self, inputs: np.ndarray, nudge_currents: dict[str, float] | None = None) -> State:
-        net = self.network
-        values = net.source_values(inputs) * self._src_sign
-        n = self._n
-        c = np.zeros(n)
-        c[self._src_nodes] = values
-        for k, (i, o) in enumerate(zip(self._amp_in, self._amp_out, strict=True)):
-            if int(i) not in self._free_pos:
-                c[o] = self._gain[k] * c[i]
-        inj = np.zeros(n)
-        for node, current in (nudge_currents or {}).items():
-            inj[self._index[node]] += current
-        r0 = self._m @ (self._leaving(c) - inj)
-        d0 = self._dv @ c + self._dv0
-        key = np.asarray(inputs, dtype=float).tobytes()
-        u = self._solve(r0, d0, warm=self._warm.get(key))
-        if not nudge_currents:
-            if len(self._warm) > 4096:
-                self._warm.clear()
-            self._warm[key] = u
-        v = self._t @ u + c
-        return self._state(v, inj)
+        x = np.asarray(inputs, dtype=float)
+        if x.shape != (self.network.n_inputs,):
+            self.network.source_values(x)  # refuses it, naming the fix
+        index = self.network.node_index
+        nudges = nudge_currents or {}
+        nodes = np.array([index[k] for k in nudges], dtype=np.int64)
+        values = np.array([list(nudges.values())], dtype=float).reshape(1, len(nodes))
+        state = self._settle(x[None, :], nodes, values, store=not nudge_currents)
+        return State(
+            state.voltages[0],
+            None if state.source_currents is None else state.source_currents[0],
+            state.clamp_currents[0],
+            state.amplifier_currents[0],
+        )
 
     def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
-        return settle_each(self, inputs, nudges)
+        net = self.network
+        x = np.asarray(inputs, dtype=float)
+        if x.ndim != 2 or x.shape[1] != net.n_inputs:
+            raise ValueError(
+                f"inputs of shape {x.shape}: network '{net.name}' takes [samples, {net.n_inputs}]"
+            )
+        index = net.node_index
+        nodes = np.array([index[k] for k in net.nudge_nodes], dtype=np.int64)
+        if nudges is None:
+            return self._settle(x, nodes[:0], np.zeros((len(x), 0)), store=True)
+        values = np.asarray(nudges, dtype=float)
+        if values.shape != (len(x), len(nodes)):
+            raise ValueError(
+                f"nudges of shape {values.shape}: expected [samples, nudge nodes] = {(len(x), len(nodes))}"
+            )
+        return self._settle(x, nodes, values, store=False)
 
     def safe_state(self) -> None:
         self._warm.clear()
@@ -146,17 +457,19 @@ class TwinBackend:
         self._warm.clear()
 
     def solver_state(self) -> dict[str, np.ndarray]:
-        """The warm starts: each sample's inputs and the free-node voltages Newton last found."""
+        """The warm starts: each sample's input digest and the free-node voltages Newton last found."""
         keys = list(self._warm)
-        inputs = np.array([np.frombuffer(k, dtype=float) for k in keys]).reshape(len(keys), -1)
+        digests = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
         found = np.array([self._warm[k] for k in keys]).reshape(len(keys), self._nf)
-        return {"warm_inputs": inputs, "warm_free_voltages": found}
+        return {"warm_keys": digests, "warm_free_voltages": found}
 
     def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
-        self._warm = {
-            np.ascontiguousarray(x, dtype=float).tobytes(): np.array(u, dtype=float)
-            for x, u in zip(state.get("warm_inputs", ()), state.get("warm_free_voltages", ()), strict=True)
-        }
+        if "warm_inputs" in state:  # checkpoints written before the keys were digests
+            keys = [_key(x) for x in state["warm_inputs"]]
+        else:
+            keys = [bytes(np.asarray(k, dtype=np.uint8)) for k in state.get("warm_keys", ())]
+        found = state.get("warm_free_voltages", ())
+        self._warm = {k: np.array(u, dtype=float) for k, u in zip(keys, found, strict=True)}
 
     def identity(self) -> Identity:
         return Identity(
@@ -164,11 +477,115 @@ class TwinBackend:
             description="numerical twin: Newton on the nodal equations, ngspice 39 device models",
         )
 
+    # ------------------------------------------------------------------ one batch
+    def _settle(self, x: np.ndarray, inj_nodes: np.ndarray, inj: np.ndarray, store: bool) -> State:
+        if self._floating:
+            shown = ", ".join(self._floating[:8]) + (", ..." if len(self._floating) > 8 else "")
+            raise ConvergenceError(
+                f"node(s) {shown} have no DC path left (every conductance to them is an open switch, 0 S): "
+                "their voltage is undefined; keep at least one conductance to each"
+            )
+        phase = self._phase(x, inj_nodes, inj)
+        keys = self._keys(x)
+        u = self._solve(phase, [self._warm.get(k) for k in keys])
+        if store:
+            if len(self._warm) + len(keys) > self._warm_cap:
+                self._warm.clear()
+            for k, row in zip(keys, u, strict=True):
+                self._warm[k] = row.copy()
+        return self._state(phase, u)
+
+    def _keys(self, x: np.ndarray) -> list[bytes]:
+        """Each sample's warm-start key; the phases of one measurement share the inputs, so the
+        last batch's keys are kept."""
+        # The bytes (-0.0 is not 0.0 in a key) and the shape (a network without inputs has none).
+        raw = np.ascontiguousarray(x, dtype=float).tobytes() + repr(x.shape).encode()
+        last_raw, last_keys = self._last_keys
+        if raw != last_raw:
+            last_keys = [_key(row) for row in x]
+            self._last_keys = (raw, last_keys)
+        return last_keys
+
+    def _phase(self, x: np.ndarray, inj_nodes: np.ndarray, inj: np.ndarray) -> _Phase:
+        samples = len(x)
+        if self.network.n_inputs:
+            fixed = self._src_constant + self._src_scale * x[:, self._src_index]
+        else:
+            fixed = np.tile(self._src_constant, (samples, 1))
+        if self._n_amp_fixed:  # an amplifier driven by a source: gain × that source's voltage
+            fixed = np.concatenate([fixed, fixed[:, self._amp_fixed_src] * self._amp_fixed_gain], axis=1)
+        r0 = fixed @ self._P.T if fixed.shape[1] else np.zeros((samples, self._nf))
+        if len(inj_nodes):
+            to_free, _ = self._injection(inj_nodes)
+            r0 -= inj @ to_free
+        d0 = np.tile(self._d_off, (samples, 1))
+        if self._d_any_fixed:
+            at = self._d_at_fixed
+            d0[:, at] += self._d_sign[at] * fixed[:, self._d_x[at]]
+        return _Phase(r0, d0, fixed, inj_nodes, inj)
+
+    def _state(self, phase: _Phase, u: np.ndarray) -> State:
+        samples = len(u)
+        v = np.empty((samples, self._n))
+        v[:, self._free] = u
+        v[:, self._amp_out_follow] = u[:, self._amp_in_line] * self._gain_follow
+        v[:, self._fixed_nodes] = phase.fixed
+        vd = self._d_sign * v[:, self._d_node] + self._d_off
+        if vd.size <= SCALAR_DIODES:
+            cd = self.diode.current(vd.ravel())[0].reshape(vd.shape)
+        else:
+            cd = self.diode.currents(vd)[0]
+        # Current leaving each driven node into the conductances, loads and clamps, less injections.
+        leaving = u @ self._H.T if self._nf else np.zeros((samples, self._n_driven))
+        if self._z_dense is not None:
+            leaving += phase.fixed @ self._z_dense.T
+        elif len(self._z_pairs):
+            through = self._z * phase.fixed[:, self._z_cols]
+            if self._z_unique:
+                leaving[:, self._z_rows] += through
+            else:
+                np.add.at(leaving.T, self._z_rows, through.T)
+        if self._d_any_y:
+            on = self._d_on_y
+            np.add.at(leaving.T, self._d_y[on], (self._d_sign[on] * cd[:, on]).T)
+        if len(phase.inj_nodes):
+            _, to_driven = self._injection(phase.inj_nodes)
+            if to_driven is not None:
+                leaving -= phase.inj @ to_driven
+        n_src = len(self._src)
+        amp_current = -leaving[:, n_src:]  # into the VCVS's + terminal
+        src_total = leaving[:, :n_src]
+        # A CCCS sinks backward_gain × I(E) from its input node: from a source, if that is its input.
+        if self._n_amp_fixed:
+            on_src = ~self._amp_follows
+            np.add.at(src_total.T, self._amp_fixed_src, (self._back[on_src] * amp_current[:, on_src]).T)
+        clamp = cd.reshape(samples, -1, 2) * _CLAMP_SIGN
+        return State(v, -src_total, clamp, amp_current)
+
     # ------------------------------------------------------------------ solver
-    def _solve(self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
-        """Newton from the warm start, else from ngspice's cold start, else by source stepping."""
+    def _solve(self, phase: _Phase, warm: list[np.ndarray | None]) -> np.ndarray:
+        """Newton from each sample's warm start (else ngspice's cold start), all samples at once;
+        a sample that fails goes on alone: cold start, gmin stepping, source stepping."""
+        r0, d0 = phase.r0, phase.d0
+        if len(warm) == 1:
+            return self._solve_one(r0[0], d0[0], warm[0])[None, :]
+        samples, nf = len(warm), self._nf
+        has = np.array([w is not None for w in warm], dtype=bool)
+        u0 = np.zeros((samples, nf))
+        vd0 = np.full(d0.shape, self.diode.vcrit)
+        if has.any():
+            u0[has] = np.array([w for w in warm if w is not None])
+            vd0[has] = self._junctions(u0[has], d0[has])
+        u, done = self._newton_batch(r0, d0, u0, vd0, has)
+        for i in np.flatnonzero(~done).tolist():
+            u[i] = self._solve_one(r0[i], d0[i], None)
+        return u
+
+    def _solve_one(self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
+        """One sample: Newton from the warm start, else from ngspice's cold start, else by gmin
+        stepping, else by source stepping."""
         if warm is not None:
-            u = self._newton(r0, d0, warm, self._c @ warm + d0, consistent=True)
+            u = self._newton(r0, d0, warm, self._junctions(warm, d0), consistent=True)
             if u is not None:
                 return u
         u = self._newton(r0, d0, np.zeros(self._nf), np.full(len(d0), self.diode.vcrit), consistent=False)
@@ -179,6 +596,14 @@ class TwinBackend:
             return u
         return self._source_stepping(r0, d0)
 
+    def _junctions(self, u: np.ndarray, d0: np.ndarray) -> np.ndarray:
+        """Junction voltages for free-node voltages `u` (one sample or a batch)."""
+        if self._d_all_on_u:
+            return d0 + self._d_vd * u[..., self._d_pos_u]
+        vd = d0.copy()
+        vd[..., self._d_on_u] += self._d_vd * u[..., self._d_pos_u]
+        return vd
+
     def _newton(
         self,
         r0: np.ndarray,
@@ -188,43 +613,195 @@ class TwinBackend:
         consistent: bool,
         shunt: float = 0.0,
     ) -> np.ndarray | None:
-        """SPICE's Newton: each diode is linearised at a (limited) junction voltage, and the linear
-        system gives the next node voltages. `shunt` ties every free node to ground (gmin
-        stepping). None when it does not converge."""
-        diode = self.diode
-        a, b, cmat = (self._a + shunt * np.eye(self._nf) if shunt else self._a), self._b, self._c
+        """SPICE's Newton for one sample: each diode is linearised at a (limited) junction voltage,
+        and the linear system gives the next node voltages. `shunt` ties every free node to ground
+        (gmin stepping). None when it does not converge."""
+        diode, nf = self.diode, self._nf
+        scalar = len(vd_at) <= SCALAR_DIODES  # numpy's per-call cost dominates a few diodes
+        pos, jac, res, on = self._d_pos_u, self._d_jac, self._d_res, self._d_on_u
+        everywhere = self._d_all_on_u
         for _ in range(MAX_ITERATIONS):
-            cd, gd = diode.current(vd_at)
-            try:
-                u_new = np.linalg.solve(a + (b * gd) @ cmat, -(r0 + b @ (cd + gd * (d0 - vd_at))))
-            except np.linalg.LinAlgError as exc:
-                raise ConvergenceError(
-                    "singular nodal matrix: the circuit has no unique equilibrium (amplifier feedback of "
-                    "exactly unity?)"
-                ) from exc
-            step = float(abs(u_new - u).max()) if self._nf else 0.0
+            cd, gd = diode.current(vd_at) if scalar else diode.currents(vd_at)
+            linear = cd + gd * (d0 - vd_at)
+            if not everywhere:
+                gd, linear = gd[on], linear[on]
+            diag = np.bincount(pos, jac * gd, minlength=nf) + shunt
+            u_new = self._step(diag, -(r0 + np.bincount(pos, res * linear, minlength=nf)))
+            step = float(np.abs(u_new - u).max()) if nf else 0.0
             u = u_new
             if not step < MAX_STEP:  # also catches NaN
+                self._refuse_singular(diag)
                 return None
             # After a full Newton step s the error is about s²/(2·vte): 1e-17 V for s = 1 nV.
             if consistent and step <= CONVERGED_STEP:
                 return u
-            vd = cmat @ u + d0
-            vd_at = diode.limit(vd, vd_at)
-            consistent = vd_at is vd
+            vd = self._junctions(u, d0)
+            if scalar:
+                vd_at = diode.limit(vd, vd_at)
+                consistent = vd_at is vd
+            else:
+                vd_at, limited = diode.limits(vd, vd_at)
+                consistent = not limited.any()
         return None
+
+    def _step(self, diag: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        """Solve (A + diag)·u = rhs for one sample."""
+        if not self._dense_one:
+            if not self._schur_ready:
+                self._schur_blocks()
+            nd, nk = self._nd, self._nf - self._nd
+            pivot = self._aD + diag[:nd]
+            if (
+                np.all(pivot != 0.0)
+                and float(np.max(self._reach / np.abs(pivot), initial=0.0)) <= self._scale
+            ):
+                w = 1.0 / pivot
+                r_d = w * rhs[:nd]
+                if not nk:
+                    return r_d
+                if self._outer is not None:
+                    s = (self._A_KK.ravel() - w @ self._outer).reshape(nk, nk)
+                else:
+                    s = self._A_KK - (self._A_KD * w) @ self._A_DK
+                s.flat[:: nk + 1] += diag[nd:]
+                u_k = self._solve_dense(s, rhs[nd:] - self._A_KD @ r_d)
+                return np.concatenate([r_d - w * (self._A_DK @ u_k), u_k])
+        j = self._A.copy()
+        j.flat[:: self._nf + 1] += diag
+        return self._solve_dense(j, rhs)
+
+    def _refuse_singular(self, diag: np.ndarray) -> None:
+        """After a step that blew up: a Jacobian singular to rounding (exact unity feedback) has
+        no equilibrium to step towards, whatever the fallbacks try. Only then is it factored."""
+        lu, _, info = dgetrf(self._A + np.diag(diag))
+        pivots = np.abs(np.diag(lu))
+        if info > 0 or (len(pivots) and pivots.min() <= SINGULAR * pivots.max()):
+            raise ConvergenceError(
+                "singular nodal matrix: the circuit has no unique equilibrium (amplifier feedback of "
+                "exactly unity?)"
+            )
+
+    @staticmethod
+    def _solve_dense(j: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        """Dense LU with partial pivoting: one system (LAPACK's dgesv directly, a few µs less per
+        Newton step than numpy's checks), or a stack of them."""
+        if j.ndim == 2:
+            _, _, u, info = dgesv(j, rhs)
+            if info == 0:
+                return np.asarray(u)
+            singular: Exception = np.linalg.LinAlgError("singular")
+        else:
+            try:
+                return np.linalg.solve(j, rhs[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError as exc:
+                singular = exc
+        raise ConvergenceError(
+            "singular nodal matrix: the circuit has no unique equilibrium (amplifier feedback of "
+            "exactly unity?)"
+        ) from singular
+
+    def _newton_batch(
+        self, r0: np.ndarray, d0: np.ndarray, u: np.ndarray, vd_at: np.ndarray, consistent: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`_newton` for every sample at once: (voltages, which samples converged). A sample stops
+        as soon as it has converged (or diverged), so its answer is its own."""
+        u, vd_at, consistent = u.copy(), vd_at.copy(), consistent.copy()
+        done = np.zeros(len(u), dtype=bool)
+        active = np.arange(len(u))
+        for _ in range(MAX_ITERATIONS):
+            if not len(active):
+                break
+            every = len(active) == len(u)
+            ua = u if every else u[active]
+            u_new = self._step_batch(
+                *self._linearised(
+                    r0 if every else r0[active],
+                    d0 if every else d0[active],
+                    vd_at if every else vd_at[active],
+                )
+            )
+            step = np.abs(u_new - ua).max(axis=1, initial=0.0)
+            u[active] = u_new
+            diverged = ~(step < MAX_STEP)
+            converged = consistent[active] & (step <= CONVERGED_STEP) & ~diverged
+            done[active[converged]] = True
+            going = ~(converged | diverged)
+            active, u_new = active[going], u_new[going]
+            vd_at[active], limited = self.diode.limits(self._junctions(u_new, d0[active]), vd_at[active])
+            consistent[active] = ~limited.any(axis=1)
+        return u, done
+
+    def _linearised(self, r0: np.ndarray, d0: np.ndarray, vd_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each diode linearised at `vd_at`: (Jacobian diagonal, right-hand side) for a batch."""
+        cd, gd = self.diode.currents(vd_at)
+        linear = cd + gd * (d0 - vd_at)
+        if not self._d_all_on_u:
+            gd, linear = gd[:, self._d_on_u], linear[:, self._d_on_u]
+        return self._scatter(self._d_jac * gd), -(r0 + self._scatter(self._d_res * linear))
+
+    def _scatter(self, values: np.ndarray) -> np.ndarray:
+        """Per-diode values [samples, diodes on unknowns] summed onto their free nodes."""
+        out = np.zeros((len(values), self._nf))
+        if self._d_paired is not None:
+            np.add(values[:, 0::2], values[:, 1::2], out=out[:, self._d_paired])
+        elif len(self._d_order):
+            out[:, self._d_targets] = np.add.reduceat(values[:, self._d_order], self._d_starts, axis=1)
+        return out
+
+    def _step_batch(self, diag: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        """Solve (A + diag_s)·u_s = rhs_s for every sample s."""
+        if self._dense_batch:
+            return self._lu_batch(diag, rhs)
+        if not self._schur_ready:
+            self._schur_blocks()
+        pivot = self._aD + diag[:, : self._nd]
+        with np.errstate(divide="ignore"):
+            w = 1.0 / pivot
+        safe = (pivot != 0.0).all(axis=1) & (
+            np.max(self._reach * np.abs(w), axis=1, initial=0.0) <= self._scale
+        )
+        if safe.all():
+            return self._schur_batch(diag, rhs, w)
+        out = np.empty_like(rhs)
+        out[~safe] = self._lu_batch(diag[~safe], rhs[~safe])
+        if safe.any():
+            out[safe] = self._schur_batch(diag[safe], rhs[safe], w[safe])
+        return out
+
+    def _schur_batch(self, diag: np.ndarray, rhs: np.ndarray, w: np.ndarray) -> np.ndarray:
+        samples, nd, nk = len(rhs), self._nd, self._nf - self._nd
+        r_d = w * rhs[:, :nd]
+        if not nk:
+            return r_d
+        if self._outer is not None:
+            s = (self._A_KK.ravel() - w @ self._outer).reshape(samples, nk, nk)
+        else:
+            scaled = (self._A_KD[None, :, :] * w[:, None, :]).reshape(samples * nk, nd)
+            s = self._A_KK - (scaled @ self._A_DK).reshape(samples, nk, nk)
+        s.reshape(samples, nk * nk)[:, :: nk + 1] += diag[:, nd:]
+        u = np.empty_like(rhs)
+        u_k = self._solve_dense(s, rhs[:, nd:] - r_d @ self._A_KD.T)
+        u[:, nd:] = u_k
+        u[:, :nd] = r_d - w * (u_k @ self._A_DK.T)
+        return u
+
+    def _lu_batch(self, diag: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        nf = self._nf
+        j = np.repeat(self._A[None], len(rhs), axis=0)
+        j[:, np.arange(nf), np.arange(nf)] += diag
+        return self._solve_dense(j, rhs)
 
     def _gmin_stepping(self, r0: np.ndarray, d0: np.ndarray) -> np.ndarray | None:
         """As ngspice does: a large conductance from every free node to ground makes the circuit
         easy; it is lowered step by step (bigger steps after successes, smaller after failures),
         each solve warm started from the last, then removed."""
-        scale = float(np.max(np.abs(np.diag(self._a)), initial=1.0))
+        scale = float(np.max(np.abs(np.diag(self._A)), initial=1.0))
         shunt = 100.0 * scale
         u = self._newton(r0, d0, np.zeros(self._nf), np.full(len(d0), self.diode.vcrit), False, shunt)
         factor = 10.0
         while u is not None and shunt > 0.0:
             lower = shunt / factor if shunt / factor > 1e-14 * scale else 0.0
-            found = self._newton(r0, d0, u, self._c @ u + d0, True, lower)
+            found = self._newton(r0, d0, u, self._junctions(u, d0), True, lower)
             if found is not None:
                 u, shunt, factor = found, lower, min(factor * 3.0, 1e3)
             else:
@@ -240,7 +817,7 @@ class TwinBackend:
         done, step = 0.0, 0.1
         while done < 1.0:
             scale = min(1.0, done + step)
-            found = self._newton(scale * r0, scale * d0, u, self._c @ u + scale * d0, consistent=True)
+            found = self._newton(scale * r0, scale * d0, u, self._junctions(u, scale * d0), consistent=True)
             if found is None:
                 step /= 2
                 if step < 1e-6:
@@ -253,15 +830,3 @@ class TwinBackend:
                 f"stepping to {done:.0%}): the circuit may have no equilibrium at these conductances"
             )
         return u
-
-    def _state(self, v: np.ndarray, inj: np.ndarray) -> State:
-        vd = self._dv @ v + self._dv0
-        cd, _ = self.diode.current(vd)
-        leaving = self._leaving(v) + self._dv.T @ cd - inj
-        amp_current = -leaving[self._amp_out]  # into the VCVS's + terminal
-        total = leaving.copy()
-        # A CCCS sinks backward_gain × I(E) from its input node.
-        np.add.at(total, self._amp_in, self._back * amp_current)
-        src_current = -total[self._src_nodes]
-        clamp = cd.reshape(-1, 2) * _CLAMP_SIGN
-        return State(v, src_current, clamp, amp_current)
