@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from resume import main as resume_bench
+from scale import report as twin_scale_bench
 from spice_scale import main as spice_scale_bench
 from sweeps import main as sweep_bench
 from virtual_bench import report as virtual_bench_report
@@ -104,6 +105,7 @@ def main() -> None:
     sweep_bench()
     resume_bench()
     spice_scale_bench()
+    twin_scale_bench()
 
 
 if __name__ == "__main__":
