@@ -324,14 +324,90 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key(
             "xor",
             str,
-            lambda v: v in datasets.DATASETS,
-            f"one of {', '.join(datasets.DATASETS)}",
-            "the data set: `xor` (4 rows) or `case1` (the 2023 paper's single sample)",
+            lambda v: v in datasets.NAMES,
+            f"one of {', '.join(datasets.NAMES)}",
+            "the data set: `xor` (4 rows), `case1` (the 2023 paper's single sample), `gates` (logic gates, "
+            "one output each), `iris` or `digits` (scikit-learn's bundled copies), or a file: `npz`, `csv` "
+            "(`path`), `idx` (MNIST-format files); classification sets have one output per class",
         ),
-        "input_low": number(-2.0, -200.0, 200.0, "V", "input level for bit 0, V"),
-        "input_high": number(2.0, -200.0, 200.0, "V", "input level for bit 1, V"),
-        "target_low": number(0.0, -200.0, 200.0, "V", "target level for 0, V"),
-        "target_high": number(1.0, -200.0, 200.0, "V", "target level for 1, V"),
+        "input_low": number(
+            -2.0, -200.0, 200.0, "V", "input level for bit 0, or every feature's training-split minimum, V"
+        ),
+        "input_high": number(
+            2.0, -200.0, 200.0, "V", "input level for bit 1, or every feature's training-split maximum, V"
+        ),
+        "target_low": number(
+            0.0, -200.0, 200.0, "V", "target level for 0 (or for a class not the sample's), V"
+        ),
+        "target_high": number(1.0, -200.0, 200.0, "V", "target level for 1 (or for the sample's class), V"),
+        "gates": Key(
+            list(datasets.GATES),
+            list,
+            lambda v: (
+                1 <= len(v) <= len(datasets.GATES)
+                and all(isinstance(g, str) and g in datasets.GATES for g in v)
+                and len(set(v)) == len(v)
+            ),
+            f"a list of distinct gates from {', '.join(datasets.GATES)}",
+            "`gates`: the gates, one output each in this order, from "
+            f"{', '.join(f'`{g}`' for g in datasets.GATES)}; the test set is the truth table",
+        ),
+        "test_fraction": number(
+            0.2,
+            0.01,
+            0.9,
+            "",
+            "classification: share of the samples held out for testing (stratified, seeded)",
+            "unused when the files bring a test set",
+        ),
+        "split_seed": number(0, 0, 2**32 - 1, "", "classification: seed of the train/test split", kind=int),
+        "train_samples": number(
+            0,
+            0,
+            datasets.MAX_SAMPLES,
+            "",
+            "classification: train on a stratified subset of this many samples",
+            "0: all",
+            kind=int,
+        ),
+        "test_samples": number(
+            0,
+            0,
+            datasets.MAX_SAMPLES,
+            "",
+            "classification: test on a stratified subset of this many samples",
+            "0: all",
+            kind=int,
+        ),
+        "path": Key(
+            "",
+            str,
+            rule="the path of the data file",
+            doc="`npz` (arrays `X`, `y`, optionally `X_test`, `y_test`) or `csv` (a row per sample): the "
+            "file, relative to the config",
+        ),
+        "label_column": Key(
+            -1,
+            (str, int),
+            lambda v: not isinstance(v, int) or -1024 <= v <= 1024,
+            "a column's header name, or its number (from 0; -1 the last)",
+            "`csv`: the label column, by header name or number (from 0; -1 the last); labels are class "
+            "numbers 0, 1, … or class names",
+        ),
+        "train_images": Key(
+            "",
+            str,
+            rule="the path of an IDX file",
+            doc="`idx`: training images, an MNIST-format IDX file (gzip'ed or not), relative to the config",
+        ),
+        "train_labels": Key("", str, rule="the path of an IDX file", doc="`idx`: training labels (IDX)"),
+        "test_images": Key(
+            "",
+            str,
+            rule="the path of an IDX file",
+            doc="`idx`: test images (IDX; none: split the training files)",
+        ),
+        "test_labels": Key("", str, rule="the path of an IDX file", doc="`idx`: test labels (IDX)"),
     },
     "training": {
         "method": Key(
@@ -527,10 +603,7 @@ class Experiment:
 
     def dataset(self) -> datasets.Dataset:
         if "dataset" not in self._built:
-            d = self["dataset"]
-            self._built["dataset"] = datasets.DATASETS[d["name"]](
-                d["input_low"], d["input_high"], d["target_low"], d["target_high"]
-            )
+            self._built["dataset"] = datasets.build(self["dataset"])
         data: datasets.Dataset = self._built["dataset"]
         return data
 
@@ -1076,16 +1149,64 @@ def _check_ranges(path: Path, c: dict[str, Any], d: dict[str, Any]) -> None:
         )
 
 
+# The [dataset] keys that mean something only for some data sets, and the data sets they serve.
+_SPLIT = ("iris", "digits", "npz", "csv", "idx")
+DATASET_ONLY: dict[str, tuple[str, ...]] = {
+    "gates": ("gates",),
+    "test_fraction": _SPLIT,
+    "split_seed": _SPLIT,
+    "train_samples": _SPLIT,
+    "test_samples": _SPLIT,
+    "path": ("npz", "csv"),
+    "label_column": ("csv",),
+    "train_images": ("idx",),
+    "train_labels": ("idx",),
+    "test_images": ("idx",),
+    "test_labels": ("idx",),
+}
+
+
+def _check_dataset(path: Path, d: dict[str, Any]) -> None:
+    """Keys that mean nothing for the data set, the files it needs; file paths made absolute
+    (relative to the config), so a run log's copy of the config finds them from anywhere."""
+    name = d["name"]
+    # A resolved config (a run log's) carries every key at its default: only a set value misleads.
+    for key, users in DATASET_ONLY.items():
+        if name not in users and d[key] != SCHEMA["dataset"][key].default:
+            which = " or ".join(f'"{u}"' for u in users)
+            raise ConfigError(f"{path}: [dataset] {key} applies only to name = {which}: remove it")
+    for key in datasets.FILES.get(name, ()):
+        if not d[key]:
+            raise ConfigError(f'{path}: [dataset] name = "{name}" needs {key}: give the file\'s path')
+    if name == "idx" and bool(d["test_images"]) != bool(d["test_labels"]):
+        raise ConfigError(
+            f"{path}: [dataset] give both test_images and test_labels, or neither (a split of the training "
+            "files by test_fraction)"
+        )
+    for key in datasets.FILE_KEYS:
+        if d[key]:
+            d[key] = str((path.parent / Path(d[key]).expanduser()).resolve())
+
+
 def _check_against_data(path: Path, out: dict[str, dict[str, Any]]) -> None:
     """The circuit against its data set, and the training keys that count layers or samples."""
     size = circuit_size(out["circuit"])
-    d = out["dataset"]
-    data = datasets.DATASETS[d["name"]](d["input_low"], d["input_high"], d["target_low"], d["target_high"])
-    if data.inputs.shape[1] != size.inputs or data.targets.shape[1] != size.outputs:
+    _check_dataset(path, out["dataset"])
+    try:
+        data = datasets.build(out["dataset"])
+    except datasets.DatasetError as exc:
+        raise ConfigError(f"{path}: [dataset] {exc}") from exc
+    n_in, n_out = data.inputs.shape[1], data.targets.shape[1]
+    if n_in != size.inputs or n_out != size.outputs:
+        per_class = " (one per class)" if data.classification else ""
+        fix = (
+            f"set [circuit] inputs = {n_in}, outputs = {n_out}"
+            if out["circuit"]["builder"] == "layered"
+            else f'use [circuit] builder = "layered" with inputs = {n_in}, outputs = {n_out}'
+        )
         raise ConfigError(
-            f"{path}: dataset '{data.name}' has {data.inputs.shape[1]} inputs and {data.targets.shape[1]} "
-            f"outputs but the circuit has {size.inputs} and {size.outputs}: set [circuit] "
-            "inputs/outputs to match"
+            f"{path}: dataset '{data.name}' has {n_in} inputs and {n_out} outputs{per_class} but the circuit "
+            f"has {size.inputs} and {size.outputs}: {fix}"
         )
     t = out["training"]
     if t["batch_size"] > len(data):

@@ -10,6 +10,11 @@ Layout (format "eqprop-hil-run", version 1):
               row per epoch), sample_loss [epochs, samples], conductances [epochs + 1, edges]
               (row 0 = initial; a pruned edge is 0)
   /result     mask [edges]: 1 where the edge was pruned (an open switch) at the last epoch
+              confusion: the test samples' answers counted after the last epoch, [classes,
+              classes] (row the true class, column the answer) or for a truth table [outputs,
+              2, 2] (per output, true bit and answered bit); attrs classes, outputs, axes, epoch
+              /epochs/accuracy is on the training samples, /epochs/test_accuracy on the test
+              samples (a truth table's test samples are its own rows)
   /checkpoint where the training stands (`hil.train.Progress`: epoch, position, full-precision and
               realised conductances, shuffling state, the pruning mask and its generator's state),
               /checkpoint/optimiser (the optimiser's state: momentum, Adam's moments) and
@@ -38,20 +43,21 @@ import shutil
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from hil.datasets import Confusion
 from hil.interface import Identity
 from hil.network import Network
 from hil.train import EpochRecord, Progress
 
 FORMAT = "eqprop-hil-run"
 FORMAT_VERSION = 1
-EPOCH_SERIES = ("loss", "error_db", "accuracy", "update_norm", "pruned")
+EPOCH_SERIES = ("loss", "error_db", "accuracy", "test_accuracy", "update_norm", "pruned")
 
 
 def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -289,6 +295,9 @@ class RunLog:
             ep["sample_loss"][row] = record.sample_losses
             ep["conductances"].resize((row + 2, ep["conductances"].shape[1]))
             ep["conductances"][row + 1] = record.conductances
+        confusions = [r.confusion for r in self._rows if r.confusion is not None]
+        if confusions:
+            _write_confusion(f, confusions[-1], self._rows[-1].epoch)
         if self._rows and self._rows[-1].mask is not None:
             _put(f.require_group("result"), "mask", self._rows[-1].mask.astype(float))
 
@@ -340,6 +349,31 @@ def _layout(
     ep.create_dataset(
         "conductances", data=np.asarray(initial, float)[None, :], maxshape=(None, n), chunks=(64, n)
     )
+
+
+def _write_confusion(f: h5py.File, confusion: Confusion, epoch: int) -> None:
+    """/result/confusion: the test set's counts after the last epoch committed."""
+    group = f.require_group("result")
+    if "confusion" in group:
+        del group["confusion"]
+    counts = group.create_dataset("confusion", data=confusion.counts)
+    counts.attrs["epoch"] = epoch
+    counts.attrs["classes"] = np.array(confusion.classes, dtype=h5py.string_dtype())
+    counts.attrs["outputs"] = np.array(confusion.outputs, dtype=h5py.string_dtype())
+    counts.attrs["axes"] = (
+        "output, true bit, answered bit" if confusion.outputs else "true class, answered class"
+    )
+
+
+def _read_confusion(f: h5py.File) -> Confusion | None:
+    if "result/confusion" not in f:
+        return None
+    counts = f["result/confusion"]
+
+    def names(key: str) -> tuple[str, ...]:
+        return tuple(s.decode() if isinstance(s, bytes) else str(s) for s in counts.attrs[key])
+
+    return Confusion(counts[...], names("classes"), names("outputs"))
 
 
 def _put(group: h5py.Group, name: str, value: np.ndarray) -> None:
@@ -428,6 +462,8 @@ class Run:
     conductances: np.ndarray  # [epochs + 1, edges], row 0 the initial ones
     pruned: np.ndarray  # [epochs], edges open at each epoch's end (NaN: not recorded)
     mask: np.ndarray  # [edges], True where pruned at the last epoch
+    test_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [epochs] (NaN: not recorded)
+    confusion: Confusion | None = None  # the test samples' after the last epoch committed
 
     @property
     def epochs(self) -> int:
@@ -467,4 +503,6 @@ def read(path: str | Path) -> Run:
                 if "result/mask" in f
                 else np.zeros(len(f["network/edge_names"]), dtype=bool)
             ),
+            test_accuracy=ep["test_accuracy"][:n] if "test_accuracy" in ep else np.full(n, np.nan),
+            confusion=_read_confusion(f),
         )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from hil import eqprop
-from hil.datasets import Dataset
+from hil.datasets import Confusion, Dataset
 from hil.interface import Backend, BackendError
 from hil.optimisers import SGD, Clip, Optimiser, Pruning, Schedule, shrink
 
@@ -81,6 +81,9 @@ class EpochRecord:
     update_norm: float
     sample_losses: np.ndarray
     mask: np.ndarray | None = None  # per edge, True where pruned (an open switch); None: none
+    # On the data set's test samples (a truth table's are its own rows), same conductances.
+    test_accuracy: float = math.nan
+    confusion: Confusion | None = None
 
     @property
     def pruned(self) -> int:
@@ -88,16 +91,45 @@ class EpochRecord:
         return 0 if self.mask is None else int(np.count_nonzero(self.mask))
 
 
+EVALUATION_CHUNK = 256  # samples per settle_batch when a data set is judged
+
+
+def free_outputs(backend: Backend, inputs: np.ndarray) -> np.ndarray:
+    """Outputs [samples, outputs] of free phases at the programmed conductances: `settle_batch`
+    over chunks of the samples, so a backend that solves a batch together does."""
+    net = backend.network
+    chunks = [
+        eqprop.outputs(net, eqprop.settle_batch(backend, inputs[k : k + EVALUATION_CHUNK], None, "free"))
+        for k in range(0, len(inputs), EVALUATION_CHUNK)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(net.outputs)))
+
+
 def evaluate(backend: Backend, conductances: np.ndarray, data: Dataset) -> tuple[float, np.ndarray]:
-    """Accuracy and per-sample squared error with fixed conductances (free phases only)."""
+    """Accuracy and per-sample squared error on the training samples with fixed conductances
+    (free phases only)."""
     backend.program(conductances)
-    errors = np.zeros(len(data))
-    right = 0
-    for i in range(len(data)):
-        y = eqprop.outputs(backend.network, backend.settle(data.inputs[i]))
-        errors[i] = float(np.mean((data.targets[i] - y) ** 2))
-        right += data.correct(y, i)
-    return right / len(data), errors
+    y = free_outputs(backend, data.inputs)
+    return data.accuracy(y), np.mean((data.targets - y) ** 2, axis=1)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a data set is answered at fixed conductances."""
+
+    accuracy: float  # on the training samples
+    test_accuracy: float  # on the test samples (a truth table: its own rows)
+    confusion: Confusion  # on the test samples
+
+
+def judge(backend: Backend, conductances: np.ndarray, data: Dataset) -> Evaluation:
+    """Training and test accuracy and the test set's confusion, free phases only; a data set that
+    is its own test set is settled once."""
+    backend.program(conductances)
+    y = free_outputs(backend, data.inputs)
+    test = data.test()
+    y_test = y if test is data else free_outputs(backend, test.inputs)
+    return Evaluation(data.accuracy(y), test.accuracy(y_test), test.confusion(y_test))
 
 
 @dataclass
@@ -184,17 +216,22 @@ def train(
         mean = float(np.mean(p.sample_losses))
         if hyper.pruning is not None and hyper.pruning.due(p.epoch + 1):
             _prune(backend, hyper.pruning, hyper.optimiser, p)
-        accuracy, _ = evaluate(backend, p.programmed(), data)
+        try:
+            judged = judge(backend, p.programmed(), data)
+        except BackendError as exc:
+            raise type(exc)(f"epoch {p.epoch + 1}, evaluation, {exc}") from exc
         p.epoch += 1
         record = EpochRecord(
             p.epoch,
             mean,
             10 * np.log10(mean) if mean > 0 else -np.inf,
-            accuracy,
+            judged.accuracy,
             p.realised.copy(),
             float(np.mean(p.norms)),
             p.sample_losses,
             p.mask.copy(),
+            test_accuracy=judged.test_accuracy,
+            confusion=judged.confusion,
         )
         records.append(record)
         p.position, p.rng_state = 0, dict(rng.bit_generator.state)

@@ -190,12 +190,20 @@ def _run(
         )
         return EXIT_INTERRUPTED
     last = records[-1]
-    right = round(last.accuracy * len(data))
     print(
         f"trained {last.epoch} epochs: loss {last.loss:.4g} ({last.error_db:.2f} dB), "
-        f"accuracy {right}/{len(data)} ({last.accuracy:.0%}), run log {log.path}"
+        f"accuracy {_score(last.accuracy, len(data))}, "
+        f"test accuracy {_score(last.test_accuracy, len(data.test()))}, run log {log.path}"
     )
     return 0
+
+
+def _score(accuracy: float, samples: int) -> str:
+    """'352/360 (97.8%)': a whole percentage when it is one (4/4 (100%))."""
+    right = round(accuracy * samples)
+    share = 100 * right / samples
+    percent = f"{share:.0f}" if (100 * right) % samples == 0 else f"{share:.1f}"
+    return f"{right}/{samples} ({percent}%)"
 
 
 class _LogFailed(Exception):
