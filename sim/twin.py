@@ -559,7 +559,7 @@ class TwinBackend:
         if self._n_amp_fixed:
             on_src = ~self._amp_follows
             np.add.at(src_total.T, self._amp_fixed_src, (self._back[on_src] * amp_current[:, on_src]).T)
-        clamp = cd.reshape(samples, -1, 2) * _CLAMP_SIGN
+        clamp = cd.reshape(samples, len(self._d_node) // 2, 2) * _CLAMP_SIGN
         return State(v, -src_total, clamp, amp_current)
 
     # ------------------------------------------------------------------ solver
