@@ -9,19 +9,21 @@ run's first factorisation. `op`, as this backend used it before, set the circuit
 reordered the matrix on every solve (twice: its MODEINITJCT iteration asks for it, and so does
 the one after). Newton starts each point from the one before.
 
-Values reach ngspice only through `alter` commands, joined with ';' into lines of at most
+Values reach ngspice only through `alter` commands, joined with ';' into lines of less than
 `COMMAND_BYTES` (ngspice copies a command into a 1024-byte buffer), so an update of every
-resistor costs one Python call per ~30 resistors. Measured on this machine: ~2.5 µs of ngspice
-per `alter`; reloading the netlist instead costs about as much per element (1.1 ms for the 252
-conductances of 5-10-3 against 0.7 ms of alters; 17 ms against 14 ms for 64-32-10) and goes
-through ngspice's netlist parser, which rounds 36 % of 17-digit resistances differently from its
-command parser (the command parser gave back Python's double in every case tried). So netlist
-text only gives ngspice the circuit's structure: right after a load every value is set again
-with `alter`, and ngspice holds exactly the doubles this module computed.
+resistor costs one Python call per ~30 resistors. ngspice 39's `alter` takes one parameter per
+command ("Only a single param - value pair supported", frontend/device.c), and `altermod` goes
+the same way per model parameter, so there is no cheaper command. Measured: ~2.1 µs of ngspice
+per `alter`; loading the netlist again costs more (1.0 ms for the 252 conductances of 5-10-3
+against 0.55 ms of alters; 20 ms against 14 ms for 64-32-10), ends the run, and goes through
+ngspice's netlist parser, which rounds 36 % of 17-digit resistances differently from its command
+parser (the command parser gave back Python's double in every case tried). So netlist text only
+gives ngspice the circuit's structure: right after a load every value is set again with
+`alter`, and ngspice holds exactly the doubles this module computed.
 
 A point's values arrive through PySpice's SendData callback, one value per vector, read in one
 pass (no vector is looked up by name). Each point stays in the sweep's plot, so a run is ended
-and its plot destroyed after `RUN_DOUBLES` values, and at every `program`.
+and its plot destroyed after `RUN_DOUBLES` values (and, by default, at every `program`).
 
 Why a resumed run on ngspice could differ in the last bits, and why it does not. A solve's last
 bits depend on the pivot order (Markowitz picks it at the first factorisation of a run, from the
@@ -200,9 +202,10 @@ class SpiceBackend:
     ) -> None:
         """`fresh_runs`: every `program` starts a new run (see the module's notes): settles depend
         on nothing but what was programmed and settled since, and a resumed training is
-        bit-identical, for one setup and ordering of the matrix per update. False keeps one run
-        across updates: no reordering at all (a reordering takes ~10 ms at 64-32-10, ~8 s at
-        784-100-10), last bits that depend on the history of solves."""
+        bit-identical, for one setup and ordering of the matrix per update (a run's first settle
+        costs 0.3 ms more than the next at 5-10-3, 5 ms at 64-32-10, 4 s at 784-100-10). False
+        keeps one run across updates: no reordering at all, last bits that depend on the history
+        of solves."""
         self.network = network
         self.options = options
         self._fresh_runs = fresh_runs
@@ -286,11 +289,12 @@ class SpiceBackend:
         with _lock:
             points = self._solve(sources, pushed)
         states = [self._state(p, f"sample {k}: ") for k, p in enumerate(points)]
+        n = len(states)
         return State(
-            np.array([s.voltages for s in states]),
-            np.array([s.source_currents for s in states]),
-            np.array([s.clamp_currents for s in states]),
-            np.array([s.amplifier_currents for s in states]),
+            np.array([s.voltages for s in states]).reshape(n, len(net.nodes)),
+            np.array([s.source_currents for s in states]).reshape(n, len(net.sources)),
+            np.array([s.clamp_currents for s in states]).reshape(n, len(net.clamps), 2),
+            np.array([s.amplifier_currents for s in states]).reshape(n, len(net.amplifiers)),
         )
 
     def safe_state(self) -> None:
