@@ -165,35 +165,6 @@ def fixed_estimate(monkeypatch):
     return eqprop.compensated(NET, RAW)
 
 
-def _twin(network):
-    """The twin, which programs 0 S as an open switch. A twin from before it did (it refused 0) is
-    wrapped to be asked for 1e-300 S there instead: 1e-288 of the 1e-12 S every junction shunts
-    with, so the same equilibria to the last bit in all but a node left with nothing else."""
-    twin = TwinBackend(network)
-    one_open = np.full(len(network.conductances), 1e-3)
-    one_open[0] = 0.0
-    try:
-        twin.program(one_open)
-    except ValueError:
-        return _NearlyOpen(twin)
-    return twin
-
-
-class _NearlyOpen:
-    def __init__(self, inner):
-        self.inner, self.network = inner, inner.network
-
-    def program(self, g):
-        g = np.asarray(g, dtype=float)
-        return np.where(g == 0, 0.0, self.inner.program(np.where(g == 0, 1e-300, g)))
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-TWIN_OPENS = not isinstance(_twin(NET), _NearlyOpen)
-
-
 def _trained(hyper):
     return np.array([r.conductances for r in train.train(TwinBackend(NET), DATA, G0, hyper)])
 
@@ -280,7 +251,7 @@ def _pruned_xor(tmp_path: Path, **training: object) -> config.Experiment:
 
 def test_pruned_edges_are_programmed_as_exactly_zero_and_never_come_back(tmp_path):
     e = _pruned_xor(tmp_path)
-    backend = _Programs(_twin(e.network()))
+    backend = _Programs(TwinBackend(e.network()))
     records = train.train(backend, e.dataset(), e.start_conductances(), e.hyper())
     counts = [r.pruned for r in records]
     assert counts[8] == 0 and counts[-1] > 0  # none before prune_from, some after
@@ -294,7 +265,7 @@ def test_pruned_edges_are_programmed_as_exactly_zero_and_never_come_back(tmp_pat
     first = backend.asked[opened_at] == 0
     assert all(np.all(g[first] == 0) for g in backend.asked[opened_at:])
     # The same config, seed and data give the same mask: the draws are seeded.
-    again = train.train(_twin(e.network()), e.dataset(), e.start_conductances(), e.hyper())
+    again = train.train(TwinBackend(e.network()), e.dataset(), e.start_conductances(), e.hyper())
     np.testing.assert_array_equal(again[-1].mask, final)
 
 
@@ -312,7 +283,7 @@ def test_with_regrow_an_open_edge_closes_when_its_magnitude_climbs_back(tmp_path
 
     monkeypatch.setattr(eqprop, "measure", measure)
     hyper = replace(e.hyper(), batch_size=1, learning_rate=2.5e-4, epochs=6)
-    records = train.train(_twin(net), e.dataset(), g0, hyper)
+    records = train.train(TwinBackend(net), e.dataset(), g0, hyper)
     # |g| grows 1e-3 S an epoch from 1e-3 S: 2e-3 S, below 5e-3 S, when some open after epoch 1,
     # and the open ones grow alike (their estimate is measured at the open switch) ...
     assert records[0].pruned > 0
@@ -334,11 +305,11 @@ def test_a_checkpoint_written_mid_epoch_resumes_bit_identically(tmp_path):
         prune_temperature=1.0,  # every weak edge into a node as likely: the draws decide
     )
     hyper, data, g0 = e.hyper(), e.dataset(), e.start_conductances()
-    whole = train.train(_twin(e.network()), data, g0, hyper)
+    whole = train.train(TwinBackend(e.network()), data, g0, hyper)
     assert whole[-1].pruned > 0
 
     path = tmp_path / "cut.h5"
-    backend = _twin(e.network())
+    backend = TwinBackend(e.network())
     log = runlog.RunLog.create(
         path, e.to_toml(), backend.identity(), backend.network, hyper.g_min, hyper.g_max, g0, len(data)
     )
@@ -368,7 +339,7 @@ def test_a_checkpoint_written_mid_epoch_resumes_bit_identically(tmp_path):
     assert p.epoch == 17 and 0 < p.position < len(data)
     assert set(p.optimiser_state) == {"m", "v", "steps"} and p.mask.any()
     assert np.all(p.conductances[p.mask] == 0)  # what accumulates is what the backend is asked for
-    resumed_backend = _twin(e.network())
+    resumed_backend = TwinBackend(e.network())
     resumed_backend.restore_solver_state(checkpoint_read.solver_state)
     rest = train.train(resumed_backend, data, g0, hyper, on_epoch=log.epoch, start=p)
     log.close()
@@ -392,7 +363,6 @@ def _train_cli(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
-@pytest.mark.skipif(not TWIN_OPENS, reason="the twin does not program 0 S yet")
 def test_hil_train_killed_and_resumed_with_adam_and_pruning_matches_a_whole_run(tmp_path):
     text = PRUNED_XOR.replace("momentum = 0.5", 'optimiser = "adam"\nlr_schedule = "cosine"').replace(
         "learning_rate = 2e-4", "learning_rate = 1e-3"
