@@ -57,6 +57,7 @@ DENSE_FIXED = 1 << 14
 # Eliminated nodes' outer products of couplings kept up to this many entries (32 MB); beyond, each
 # Schur matrix is built by scaling the couplings instead (the same arithmetic, more passes).
 MAX_OUTER = 1 << 22
+MAX_GROUPS = 32  # more groups of eliminated unknowns than this: the dense product instead
 SPARSE_FROM = 1024  # entries from which a block is built by a sparse matrix product
 # Warm starts kept: at least this many samples, more while they fit in WARM_BYTES.
 WARM_SAMPLES = 4096
@@ -103,6 +104,34 @@ def _independent(rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
             taken[k] = True
             blocked[second[starts[k] : starts[k + 1]]] = True
     return taken
+
+
+def _neighbour_groups(
+    rows: np.ndarray, cols: np.ndarray, nd: int, nf: int
+) -> list[tuple[slice | np.ndarray, slice | np.ndarray]]:
+    """The eliminated unknowns (first `nd`) grouped by the kept unknowns they couple to (in either
+    direction), as (group, neighbours) index pairs (slices where contiguous; neighbours counted
+    from the first kept one). In a deep layered network a group is a layer and its neighbours the
+    layers around it: each group's share of the Schur matrix is one small dense product instead
+    of a pass over every pair of kept unknowns."""
+    kept = max(nf - nd, 1)
+    out_ = (rows < nd) & (cols >= nd)
+    in_ = (rows >= nd) & (cols < nd)
+    d = np.r_[rows[out_], cols[in_]]
+    k = np.r_[cols[out_], rows[in_]] - nd
+    pairs = np.unique(d * kept + k)
+    neighbours: dict[int, list[int]] = {}
+    for dd, kk in zip((pairs // kept).tolist(), (pairs % kept).tolist(), strict=True):
+        neighbours.setdefault(dd, []).append(kk)
+    grouped: dict[tuple[int, ...], list[int]] = {}
+    for dd in range(nd):
+        grouped.setdefault(tuple(neighbours.get(dd, ())), []).append(dd)
+
+    def compact(index: list[int]) -> slice | np.ndarray:
+        run = index[-1] - index[0] + 1 == len(index)
+        return slice(index[0], index[-1] + 1) if run else np.array(index)
+
+    return [(compact(members), compact(list(ks))) for ks, members in grouped.items() if ks]
 
 
 @dataclass
@@ -283,6 +312,7 @@ class TwinBackend:
         self._amp_out_follow = amp_out[follows]
         self._amp_in_line = line[amp_in[follows]]
         self._dense_one, self._dense_batch = nf < DENSE_ONE, nf < DENSE_BATCH
+        self._groups = self._grouping(takes["A"], lr, lc)
         self._g = np.zeros(n_edges)
         self._gains_key: bytes | None = None
         self._signs_key: bytes | None = None
@@ -333,6 +363,24 @@ class TwinBackend:
         self._schur_ready = False
         return g
 
+    def _grouping(
+        self, take: np.ndarray, rows: np.ndarray, cols: np.ndarray
+    ) -> list[tuple[slice | np.ndarray, slice | np.ndarray]] | None:
+        """Groups of eliminated unknowns when they make the Schur matrix markedly cheaper than
+        the dense product (deep layered networks), else None."""
+        nd, nk = self._nd, self._nf - self._nd
+        if not nd or not nk:
+            return None
+        groups = _neighbour_groups(rows[take], cols[take], nd, self._nf)
+
+        def size(index: slice | np.ndarray) -> int:
+            return index.stop - index.start if isinstance(index, slice) else len(index)
+
+        cost = sum(size(g) * size(n) ** 2 for g, n in groups)
+        if len(groups) < 2 or len(groups) > MAX_GROUPS or cost > 0.6 * nd * nk * nk:
+            return None
+        return groups
+
     def _schur_blocks(self) -> None:
         """A split for the elimination (once per programming, when a solve first needs it): the
         eliminated block's diagonal, the couplings, and each eliminated node's outer product of
@@ -342,7 +390,13 @@ class TwinBackend:
         self._A_DK, self._A_KD, self._A_KK = a[:nd, nd:], a[nd:, :nd], a[nd:, nd:]
         nk = self._nf - nd
         self._outer = None
-        if nd * nk * nk <= MAX_OUTER:
+        self._group_blocks = []
+        if self._groups is not None:
+            for g, n in self._groups:
+                n_rows = n if isinstance(n, slice) else n[:, None]
+                g_rows = g if isinstance(g, slice) else g[:, None]
+                self._group_blocks.append((g, n, self._A_KD[n_rows, g], self._A_DK[g_rows, n]))
+        elif nd * nk * nk <= MAX_OUTER:
             self._outer = (self._A_KD.T[:, :, None] * self._A_DK[:, None, :]).reshape(nd, nk * nk)
         reach = np.abs(self._A_KD).max(axis=0, initial=0.0) * np.abs(self._A_DK).max(axis=1, initial=0.0)
         self._reach = reach / MAX_GROWTH
@@ -659,7 +713,12 @@ class TwinBackend:
                 r_d = w * rhs[:nd]
                 if not nk:
                     return r_d
-                if self._outer is not None:
+                if self._group_blocks:
+                    s = self._A_KK.copy()
+                    for g, n, a_ng, a_gn in self._group_blocks:
+                        square = (n, n) if isinstance(n, slice) else (n[:, None], n[None, :])
+                        s[square] -= (a_ng * w[g]) @ a_gn
+                elif self._outer is not None:
                     s = (self._A_KK.ravel() - w @ self._outer).reshape(nk, nk)
                 else:
                     s = self._A_KK - (self._A_KD * w) @ self._A_DK
@@ -773,7 +832,16 @@ class TwinBackend:
         r_d = w * rhs[:, :nd]
         if not nk:
             return r_d
-        if self._outer is not None:
+        if self._group_blocks:
+            s = np.repeat(self._A_KK[None], samples, axis=0)
+            for g, n, a_ng, a_gn in self._group_blocks:
+                size_n, size_g = a_gn.shape[1], a_gn.shape[0]
+                scaled = (a_ng[None, :, :] * w[:, None, g]).reshape(samples * size_n, size_g)
+                square = (
+                    (slice(None), n, n) if isinstance(n, slice) else (slice(None), n[:, None], n[None, :])
+                )
+                s[square] -= (scaled @ a_gn).reshape(samples, size_n, size_n)
+        elif self._outer is not None:
             s = (self._A_KK.ravel() - w @ self._outer).reshape(samples, nk, nk)
         else:
             scaled = (self._A_KD[None, :, :] * w[:, None, :]).reshape(samples * nk, nd)

@@ -264,3 +264,24 @@ def test_the_clamp_shortcut_and_the_general_scatter_agree():
     for backend in (shortcut, general):
         backend.program(g)
     _assert_same(shortcut.settle_batch(x, nudges), general.settle_batch(x, nudges), volts=1e-13)
+
+
+@pytest.mark.parametrize("skips", [0, 2])
+def test_the_schur_matrix_by_layer_groups_equals_the_dense_product(monkeypatch, skips):
+    """A deep network's eliminated layers each add one dense product over their neighbour layers;
+    with the grouping off, one product over every pair of kept unknowns: the same answers."""
+    net = builders.layered(5, [14, 12, 14, 10], 2, skips=skips)  # 54 free: one sample eliminates too
+    rng = np.random.default_rng(14)
+    g = _conductances(net, rng)
+    x, nudges = _samples(net, rng, 5)
+    grouped = TwinBackend(net)
+    assert grouped._groups is not None and len(grouped._groups) >= 2
+    monkeypatch.setattr(twin_module, "MAX_GROUPS", 0)
+    dense = TwinBackend(net)
+    assert dense._groups is None
+    for backend in (grouped, dense):
+        backend.program(g)
+    _assert_same(grouped.settle_batch(x, nudges), dense.settle_batch(x, nudges), volts=1e-13)
+    for k in range(2):
+        pushed = dict(zip(net.nudge_nodes, nudges[k], strict=True))
+        _assert_same(grouped.settle(x[k], pushed), dense.settle(x[k], pushed), volts=1e-13)
