@@ -8,6 +8,7 @@ import pytest
 
 from drivers import benchconfig
 from hil import builders, config, datasets, eqprop, open_backend, train
+from hil.interface import settle_each
 from sim.quantised import QuantisedBackend, pot_quantiser
 from sim.twin import TwinBackend
 
@@ -205,6 +206,9 @@ class _Visits:
     def settle(self, inputs, nudge_currents=None):
         self.calls.append((tuple(inputs), nudge_currents is not None))
         return self.inner.settle(inputs, nudge_currents)
+
+    def settle_batch(self, inputs, nudges=None):  # evaluation: one settle per sample, so still recorded
+        return settle_each(self, inputs, nudges)
 
     def order(self):
         rows = [tuple(x) for x in self.data.inputs]
