@@ -230,6 +230,9 @@ class TwinBackend:
         line = _lines(free, amp_in, amp_out, n)
         eliminated = _independent(line[rows], line[cols], len(free))
         self._free = free[np.r_[np.flatnonzero(eliminated), np.flatnonzero(~eliminated)]]
+        # Checkpoints keep the free nodes' voltages in the network's order, whatever this order.
+        self._to_nodes_order = np.argsort(self._free, kind="stable")
+        self._from_nodes_order = np.argsort(self._to_nodes_order, kind="stable")
         nf = len(self._free)
         self._nd = int(eliminated.sum())
         # Rows of M (KCL at free nodes; an amplifier output's current lands on its input's row
@@ -511,19 +514,21 @@ class TwinBackend:
         self._warm.clear()
 
     def solver_state(self) -> dict[str, np.ndarray]:
-        """The warm starts: each sample's input digest and the free-node voltages Newton last found."""
+        """The warm starts: each sample's input digest and the voltages Newton last found at the
+        free nodes, in `Network.nodes` order (not the solver's elimination order)."""
         keys = list(self._warm)
         digests = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
         found = np.array([self._warm[k] for k in keys]).reshape(len(keys), self._nf)
-        return {"warm_keys": digests, "warm_free_voltages": found}
+        return {"warm_keys": digests, "warm_free_voltages": found[:, self._to_nodes_order]}
 
     def restore_solver_state(self, state: dict[str, np.ndarray]) -> None:
         if "warm_inputs" in state:  # checkpoints written before the keys were digests
             keys = [_key(x) for x in state["warm_inputs"]]
         else:
             keys = [bytes(np.asarray(k, dtype=np.uint8)) for k in state.get("warm_keys", ())]
-        found = state.get("warm_free_voltages", ())
-        self._warm = {k: np.array(u, dtype=float) for k, u in zip(keys, found, strict=True)}
+        found = np.asarray(state.get("warm_free_voltages", np.zeros((0, self._nf))), dtype=float)
+        found = found.reshape(len(found), self._nf)[:, self._from_nodes_order]
+        self._warm = {k: u.copy() for k, u in zip(keys, found, strict=True)}
 
     def identity(self) -> Identity:
         return Identity(

@@ -285,3 +285,18 @@ def test_the_schur_matrix_by_layer_groups_equals_the_dense_product(monkeypatch, 
     for k in range(2):
         pushed = dict(zip(net.nudge_nodes, nudges[k], strict=True))
         _assert_same(grouped.settle(x[k], pushed), dense.settle(x[k], pushed), volts=1e-13)
+
+
+def test_a_checkpoint_holds_the_free_nodes_voltages_in_the_networks_order():
+    """What `solver_state` keeps is readable without the solver's elimination order: each warm
+    start is the free nodes' voltages of that sample, in `Network.nodes` order."""
+    net = builders.layered(4, [6, 5], 2)
+    twin = TwinBackend(net)
+    rng = np.random.default_rng(15)
+    twin.program(_conductances(net, rng))
+    x = rng.uniform(-2.0, 2.0, (3, 4))
+    voltages = twin.settle_batch(x).voltages
+    state = twin.solver_state()
+    driven = {s.node for s in net.sources} | {a.node_out for a in net.amplifiers}
+    free = [k for k, node in enumerate(net.nodes) if node not in driven]
+    np.testing.assert_array_equal(state["warm_free_voltages"], voltages[:, free])
