@@ -58,7 +58,9 @@ DENSE_FIXED = 1 << 14
 # Schur matrix is built by scaling the couplings instead (the same arithmetic, more passes).
 MAX_OUTER = 1 << 22
 MAX_GROUPS = 32  # more groups of eliminated unknowns than this: the dense product instead
-SPARSE_FROM = 1024  # entries from which a block is built by a sparse matrix product
+SPARSE_FROM = 1024
+# Entries of the per-sample matrices a batch holds at once (64 MB): larger batches go in chunks.
+BATCH_ENTRIES = 1 << 23  # entries from which a block is built by a sparse matrix product
 # Warm starts kept: at least this many samples, more while they fit in WARM_BYTES.
 WARM_SAMPLES = 4096
 WARM_BYTES = 1 << 25
@@ -544,6 +546,19 @@ class TwinBackend:
                 f"node(s) {shown} have no DC path left (every conductance to them is an open switch, 0 S): "
                 "their voltage is undefined; keep at least one conductance to each"
             )
+        nk = self._nf - self._nd
+        chunk = max(1, BATCH_ENTRIES // (nk * nk + 4 * self._nf))
+        if len(x) > chunk:  # a whole data set at once: its Schur matrices would not fit
+            parts = [
+                self._settle(x[k : k + chunk], inj_nodes, inj[k : k + chunk], store)
+                for k in range(0, len(x), chunk)
+            ]
+            return State(
+                *(
+                    np.concatenate([getattr(p, f) for p in parts])
+                    for f in ("voltages", "source_currents", "clamp_currents", "amplifier_currents")
+                )
+            )
         phase = self._phase(x, inj_nodes, inj)
         keys = self._keys(x)
         u = self._solve(phase, [self._warm.get(k) for k in keys])
@@ -860,6 +875,11 @@ class TwinBackend:
 
     def _lu_batch(self, diag: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         nf = self._nf
+        chunk = max(1, BATCH_ENTRIES // max(nf * nf, 1))
+        if len(rhs) > chunk:
+            return np.concatenate(
+                [self._lu_batch(diag[k : k + chunk], rhs[k : k + chunk]) for k in range(0, len(rhs), chunk)]
+            )
         j = np.repeat(self._A[None], len(rhs), axis=0)
         j[:, np.arange(nf), np.arange(nf)] += diag
         return self._solve_dense(j, rhs)

@@ -300,3 +300,24 @@ def test_a_checkpoint_holds_the_free_nodes_voltages_in_the_networks_order():
     driven = {s.node for s in net.sources} | {a.node_out for a in net.amplifiers}
     free = [k for k, node in enumerate(net.nodes) if node not in driven]
     np.testing.assert_array_equal(state["warm_free_voltages"], voltages[:, free])
+
+
+def test_a_batch_too_big_for_memory_at_once_goes_in_chunks(monkeypatch):
+    net = builders.layered(6, [12], 3)
+    rng = np.random.default_rng(16)
+    g = _conductances(net, rng)
+    x, nudges = _samples(net, rng, 7)
+    whole = TwinBackend(net)
+    whole.program(g)
+    expected = whole.settle_batch(x, nudges)
+    monkeypatch.setattr(twin_module, "BATCH_ENTRIES", 2 * (6 * 6 + 4 * 18))  # two samples a chunk
+    chunked = TwinBackend(net)
+    chunked.program(g)
+    sizes = []
+    phase = TwinBackend._phase
+    monkeypatch.setattr(TwinBackend, "_phase", lambda self, x, *a: sizes.append(len(x)) or phase(self, x, *a))
+    _assert_same(chunked.settle_batch(x, nudges), expected, volts=1e-13)
+    assert sizes == [2, 2, 2, 1]
+    assert len(chunked.solver_state()["warm_keys"]) == 0  # nudged phases keep no warm start
+    chunked.settle_batch(x)
+    assert len(chunked.solver_state()["warm_keys"]) == 7
