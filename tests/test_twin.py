@@ -321,3 +321,25 @@ def test_a_batch_too_big_for_memory_at_once_goes_in_chunks(monkeypatch):
     assert len(chunked.solver_state()["warm_keys"]) == 0  # nudged phases keep no warm start
     chunked.settle_batch(x)
     assert len(chunked.solver_state()["warm_keys"]) == 7
+
+
+def test_the_vectorised_diode_is_the_scalar_one_term_for_term():
+    """Batches use `currents`/`limits` on arrays; one sample with few diodes uses the plain loops
+    `current`/`limit` (ngspice's dioload.c and DEVpnjlim): both agree in every regime (cubic
+    reverse region, exponential, limited steps up from below and above 0, the floor)."""
+    from hil.network import DiodeModel
+    from sim.devices import DiodeAtTemperature
+
+    diode = DiodeAtTemperature.at(DiodeModel(), 25.0)
+    rng = np.random.default_rng(17)
+    v = np.concatenate([rng.uniform(-3.0, 1.2, 400), [-3 * diode.vte, 0.0, diode.vcrit, 30.0]])
+    cd, gd = diode.currents(v)
+    cd1, gd1 = diode.current(v)
+    np.testing.assert_allclose(cd, cd1, rtol=1e-13, atol=1e-25)
+    np.testing.assert_allclose(gd, gd1, rtol=1e-13, atol=0)
+    old = np.concatenate([rng.uniform(-2.0, 1.0, 400), [0.5, -0.2, 0.7, 0.0]])
+    limited, which = diode.limits(v, old)
+    expected = diode.limit(v, old)
+    np.testing.assert_allclose(limited, expected, rtol=1e-14, atol=1e-15)
+    np.testing.assert_array_equal(which, expected != v)
+    assert which.sum() > 50 and (~which).sum() > 50  # both kinds of step were checked
