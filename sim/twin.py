@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.linalg.lapack import dgesv, dgetrf  # type: ignore[import-untyped]
@@ -150,7 +149,6 @@ class _Block:
     col_node: np.ndarray
     shape: tuple[int, int]
     coef: np.ndarray
-    map: Any = None  # scipy.sparse.csr_matrix: |g| → the block's entries
 
     @classmethod
     def of(
@@ -174,22 +172,6 @@ class _Block:
             shape,
             np.zeros(0),
         )
-
-    def scale(self, coef: np.ndarray, sources: int) -> None:
-        """New coefficients (the amplifiers' gains changed); for a large block, the sparse map from
-        the conductances' magnitudes to its entries, duplicates summed (a few times faster than a
-        weighted bincount, which costs less below a thousand entries)."""
-        self.coef = coef
-        size = self.shape[0] * self.shape[1]
-        if len(coef) >= SPARSE_FROM:
-            self.map = csr_matrix((coef, (self.flat, self.source)), shape=(size, sources))
-            self.map.sum_duplicates()
-
-    def dense(self, magnitude: np.ndarray) -> np.ndarray:
-        if self.map is not None:
-            return np.asarray(self.map @ magnitude).reshape(self.shape)
-        size = self.shape[0] * self.shape[1]
-        return np.bincount(self.flat, self.coef * magnitude[self.source], minlength=size).reshape(self.shape)
 
 
 @dataclass
@@ -269,17 +251,20 @@ class TwinBackend:
             "P": _Block.of(takes["P"], (lr, xc), nodes, sign, edge, (nf, nx)),
             "H": _Block.of(takes["H"], (yr, lc), nodes, sign, edge, (self._n_driven, nf)),
         }
-        # Driven × fixed: sparse (a source's own degree, and the rare edge between two fixed nodes).
+        # Driven × fixed: mostly each source's own degree (and the rare edge between two fixed
+        # nodes): dense when small, else one entry per (row, column) pair that occurs.
         zt = (yr >= 0) & (xc >= 0)
         pair = yr[zt] * max(nx, 1) + xc[zt]
         self._z_pairs, z_of_entry = np.unique(pair, return_inverse=True)
         self._z_rows, self._z_cols = self._z_pairs // max(nx, 1), self._z_pairs % max(nx, 1)
-        z_at = (z_of_entry.ravel(), np.zeros(int(zt.sum()), dtype=np.int64))
-        self._z_block = _Block.of(
-            zt[zt], z_at, (rows[zt], cols[zt]), sign[zt], edge[zt], (len(self._z_pairs), 1)
-        )
-        self._z_block.scale(sign[zt], n_edges + len(load_nodes))  # no gain in it: scaled once
         self._z_unique = len(np.unique(self._z_rows)) == len(self._z_rows)
+        self._z_is_dense = self._n_driven * nx <= DENSE_FIXED
+        if self._z_is_dense:
+            self._blocks["Z"] = _Block.of(zt, (yr, xc), nodes, sign, edge, (self._n_driven, nx))
+        else:
+            z_at = (np.full(len(rows), -1, dtype=np.int64), np.zeros(len(rows), dtype=np.int64))
+            z_at[0][zt] = z_of_entry.ravel()
+            self._blocks["Z"] = _Block.of(zt, z_at, nodes, sign, edge, (len(self._z_pairs), 1))
         # Endpoints kept for the DC-path check of pruned networks.
         self._a, self._b = a, b
         self._load_nodes = load_nodes
@@ -356,16 +341,21 @@ class TwinBackend:
             self._open_key = open_key
             self._floating = self._unreached(g != 0)
         magnitude = np.concatenate([np.abs(g), self._load_g]) if len(self._load_g) else np.abs(g)
-        blocks = self._blocks
-        a = blocks["A"].dense(magnitude)
-        self._A = a
-        self._P = blocks["P"].dense(magnitude)
-        self._H = blocks["H"].dense(magnitude)
-        self._z = self._z_block.dense(magnitude).ravel()
-        self._z_dense = None
-        if self._n_driven * len(self._fixed_nodes) <= DENSE_FIXED:
-            self._z_dense = np.zeros((self._n_driven, len(self._fixed_nodes)))
-            self._z_dense[self._z_rows, self._z_cols] = self._z
+        # Every block in one product (or one weighted count when small): numpy's and scipy's
+        # per-call cost is most of a small network's programming.
+        if self._map is not None:
+            entries = np.asarray(self._map @ magnitude)
+        else:
+            entries = np.bincount(
+                self._map_flat, self._map_coef * magnitude[self._map_source], self._map_size
+            )
+        views = {
+            key: entries[start : start + block.shape[0] * block.shape[1]].reshape(block.shape)
+            for key, block, start in zip(self._blocks, self._blocks.values(), self._map_starts, strict=True)
+        }
+        self._A, self._P, self._H = views["A"], views["P"], views["H"]
+        self._z_dense = views["Z"] if self._z_is_dense else None
+        self._z = views["Z"].ravel()
         self._schur_ready = False
         return g
 
@@ -448,8 +438,27 @@ class TwinBackend:
         self._amp_fixed_gain = self._gain[~follows]
         for key, block in self._blocks.items():
             r, c = block.row_node, block.col_node
-            scale = {"A": row[r] * col[c], "P": row[r], "H": col[c]}[key]
-            block.scale(block.sign * scale, len(self._g) + len(self._load_g))
+            scale = {"A": row[r] * col[c], "P": row[r], "H": col[c], "Z": 1.0}[key]
+            block.coef = block.sign * scale
+        # The blocks one after another: one map from the magnitudes to all their entries.
+        sizes = [b.shape[0] * b.shape[1] for b in self._blocks.values()]
+        self._map_starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+        self._map_size = int(sum(sizes))
+        self._map_flat = np.concatenate(
+            [
+                b.flat.astype(np.int64) + start
+                for b, start in zip(self._blocks.values(), self._map_starts, strict=True)
+            ]
+        )
+        self._map_source = np.concatenate([b.source for b in self._blocks.values()])
+        self._map_coef = np.concatenate([b.coef for b in self._blocks.values()])
+        self._map = None
+        if len(self._map_coef) >= SPARSE_FROM:
+            self._map = csr_matrix(
+                (self._map_coef, (self._map_flat, self._map_source)),
+                shape=(self._map_size, len(self._g) + len(self._load_g)),
+            )
+            self._map.sum_duplicates()
         on = self._d_on_u
         self._d_row = row[self._d_node]
         self._d_col = col[self._d_node]
