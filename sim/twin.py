@@ -6,18 +6,25 @@ unknowns are only the free nodes u: V = T·u + c. The residual is Kirchhoff's cu
 free node, where the CCCS of an amplifier adds backward_gain × (current the VCVS delivers):
 F(u) = A·u + r0 + (diode currents), with A = M·Gn·T the conductances seen from the free nodes.
 
-Sizes. Nothing is conductances × nodes: `program` scatters the conductances (O(edges)) into A
-(free × free), P (free × fixed nodes, what the sources push into the free nodes) and H (driven ×
-free, what the sources and amplifiers deliver), all dense because each is small, and a sparse
-fixed × fixed part. Every diode sits on one free unknown, so Newton's Jacobian is A plus a
-diagonal: the free nodes that A does not couple to each other (in a layered network the clamped
-hidden layers and the outputs, alternately) are eliminated by their diagonal, and a small dense
-Schur system is solved for the rest, for every sample of a batch at once. A pivot too small for
-that elimination sends the sample to a dense LU with partial pivoting instead.
+Sizes. Nothing is conductances × nodes: `program` scatters the conductances (O(edges), one sparse
+product) into A (free × free), P (free × fixed nodes, what the sources push into the free nodes)
+and H (driven × free, what the sources and amplifiers deliver), all dense because each is small,
+and the driven × fixed part (a source's own degree). Every diode sits on one free unknown, so
+Newton's Jacobian is A plus a diagonal: the free nodes that A does not couple to each other (in a
+layered network the clamped hidden layers and the outputs, alternately) are eliminated by their
+diagonal, and a small dense Schur system is solved for the rest (in a deep network each
+eliminated layer adds its share over its neighbour layers only). A pivot too small for that
+elimination sends the sample to a dense LU with partial pivoting instead. Below a few dozen free
+nodes one sample is solved by a dense LU directly (numpy's per-call cost decides there).
 
 Batches. `settle_batch` runs Newton on all samples together; each sample stops when it has
-converged (so its answer does not depend on the others'), and one that fails goes through the
-fallbacks alone (cold start, gmin stepping, source stepping), as `settle` does.
+converged (so its answer is its own, to rounding), and one that fails goes through the fallbacks
+alone (cold start, gmin stepping, source stepping), as `settle` does. A batch whose per-sample
+matrices would not fit in 64 MB is settled in chunks.
+
+Warm starts. Each sample's last free-phase equilibrium, keyed by a digest of its inputs, starts its
+next Newton (the nudged phases start from their free phase). `solver_state` hands them to a
+checkpoint in the network's node order, so a resumed training continues bit for bit.
 
 Open switches. A conductance of exactly 0 is no element (a pruned edge). A free node that is then
 left with no DC path (no conductance, clamp or load reaching a source) has no defined voltage,
