@@ -42,6 +42,7 @@ import platform
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -57,6 +58,7 @@ from hil.train import EpochRecord, Progress
 
 FORMAT = "eqprop-hil-run"
 FORMAT_VERSION = 1
+DURABLE_SECONDS = 10.0  # the longest stretch of a run a power cut may cost
 EPOCH_SERIES = ("loss", "error_db", "accuracy", "test_accuracy", "update_norm", "pruned")
 
 
@@ -201,6 +203,7 @@ class RunLog:
         self._lock = lock
         self._rows: list[EpochRecord] = []
         self._config_toml: str | None = None  # a changed config, written with the next commit
+        self._synced = time.monotonic()  # when a commit last reached the disk
 
     @classmethod
     def create(
@@ -275,7 +278,7 @@ class RunLog:
                     self._write_rows(f)
                     f.attrs["status"] = status
 
-                self._commit(write)
+                self._commit(write, durable=True)
         finally:
             self._lock.release()
 
@@ -301,25 +304,32 @@ class RunLog:
         if self._rows and self._rows[-1].mask is not None:
             _put(f.require_group("result"), "mask", self._rows[-1].mask.astype(float))
 
-    def _commit(self, write: Callable[[h5py.File], None], fresh: bool = False) -> None:
-        """Copy, change the copy, make it durable, rename it over the log."""
+    def _commit(self, write: Callable[[h5py.File], None], fresh: bool = False, durable: bool = False) -> None:
+        """Copy, change the copy, rename it over the log. The rename alone makes the commit survive
+        the writer being killed; reaching the disk (fsync, tens of ms on a busy disk: most of an
+        epoch of a small network) is done at the start, at the end and every DURABLE_SECONDS, so
+        a power cut costs at most that much of the run."""
+        durable = durable or fresh or time.monotonic() - self._synced >= DURABLE_SECONDS
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             if not fresh:
                 shutil.copyfile(self.path, tmp)
             with h5py.File(tmp, "w" if fresh else "a") as f:
                 write(f)
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
+            if durable:
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        if durable:
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self._synced = time.monotonic()
 
 
 def _layout(
