@@ -537,6 +537,13 @@ def check_experiment(experiment: Experiment) -> None:
             f"{p}: [sweep] methods names pcm, which a bench cannot measure: remove it (or sweep "
             "with --backend numeric, a dry run)"
         )
+    # A pruned edge is an open switch; a rheostat cannot open, and no bench config wires a relay in
+    # series with a pot yet. (A dry run may prune: the simulators can open an edge.)
+    if not experiment.dry_run and hyper.pruning is not None:
+        raise ConfigError(
+            f"{p}: the experiment prunes edges ([training] prune_below = {hyper.pruning.below:g}), but "
+            "this bench cannot open a pot: set prune_below = 0 (no pruning) for the bench"
+        )
     # Each edge's pot must reach the whole device range the trainer clips to.
     for edge, (bank, channel) in sorted(config.pots.items()):
         part = config.instruments[bank].pot_model()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,6 +19,8 @@ from hil import config, open_backend, train
 from sim.quantised import QuantisedBackend, pot_quantiser
 from sim.twin import TwinBackend
 from sim.virtual.bench import VirtualBench
+
+ROOT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _served_config(configs, tmp_path, virtual, edit=lambda text: text):
@@ -354,3 +357,16 @@ def test_hil_safe_makes_the_others_safe_and_names_an_instrument_that_does_not_an
     ]
     assert any(line.split()[:3] == ["k26b", "keithley-2600b", "NOT"] for line in result.stdout.splitlines())
     assert virtual.unsafe() == ["k26b.b output on"]
+
+
+def test_a_bench_refuses_pruning_at_config_time_and_a_dry_run_allows_it(tmp_path):
+    experiment = tmp_path / "xor-bench-pruned.toml"
+    text = (ROOT_CONFIGS / "xor-bench.toml").read_text()
+    experiment.write_text(text.replace("[training]\n", "[training]\nprune_below = 2e-4\n", 1))
+    bench = tmp_path / "bench.toml"
+    bench.write_text(
+        (ROOT_CONFIGS / "bench-virtual.toml").read_text().replace('"xor-bench.toml"', f'"{experiment}"')
+    )
+    with pytest.raises(config.ConfigError, match="cannot open a pot: set prune_below = 0"):
+        config.load(bench)
+    assert config.load(bench, {"backend": {"name": "numeric"}}).dry_run
