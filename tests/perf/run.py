@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from optimisers import main as optimiser_bench
 from resume import main as resume_bench
 from scale import report as twin_scale_bench
 from spice_scale import main as spice_scale_bench
@@ -104,6 +105,7 @@ def main() -> None:
     virtual_bench_report()
     sweep_bench()
     resume_bench()
+    optimiser_bench()
     spice_scale_bench()
     twin_scale_bench()
 
