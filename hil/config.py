@@ -1201,7 +1201,7 @@ def _check_against_data(path: Path, out: dict[str, dict[str, Any]]) -> None:
         per_class = " (one per class)" if data.classification else ""
         fix = (
             f"set [circuit] inputs = {n_in}, outputs = {n_out}"
-            if out["circuit"]["builder"] == "layered"
+            if out["circuit"]["builder"] in SIZED
             else f'use [circuit] builder = "layered" with inputs = {n_in}, outputs = {n_out}'
         )
         raise ConfigError(
