@@ -65,9 +65,9 @@ DENSE_FIXED = 1 << 14
 # Schur matrix is built by scaling the couplings instead (the same arithmetic, more passes).
 MAX_OUTER = 1 << 22
 MAX_GROUPS = 32  # more groups of eliminated unknowns than this: the dense product instead
-SPARSE_FROM = 1024
+SPARSE_FROM = 1024  # block entries from which programming is one sparse matrix product
 # Entries of the per-sample matrices a batch holds at once (64 MB): larger batches go in chunks.
-BATCH_ENTRIES = 1 << 23  # entries from which a block is built by a sparse matrix product
+BATCH_ENTRIES = 1 << 23
 # Warm starts kept: at least this many samples, more while they fit in WARM_BYTES.
 WARM_SAMPLES = 4096
 WARM_BYTES = 1 << 25
@@ -233,7 +233,7 @@ class TwinBackend:
         self._line = line
         # An amplifier whose input is free: its output is gain·u; one driven by a source is fixed.
         self._amp_follows = line[amp_in] >= 0
-        self._amp_in, self._amp_out = amp_in, amp_out
+        self._amp_out = amp_out
         # Fixed nodes: voltages known per sample (sources, amplifiers driven by a source).
         fixed = np.r_[src, amp_out[~self._amp_follows]]
         self._fixed_nodes = fixed
@@ -439,7 +439,7 @@ class TwinBackend:
         follows = self._amp_follows
         row[self._amp_out[follows]] = -self._back[follows]
         col[self._amp_out[follows]] = self._gain[follows]
-        self._row, self._col = row, col
+        self._row = row
         self._injections = {}
         self._gain_follow = self._gain[follows]
         self._amp_fixed_gain = self._gain[~follows]
