@@ -284,7 +284,7 @@ def _step(
         )
         raise type(exc)(f"epoch {p.epoch + 1}, {where}, {exc}") from exc
     p.sample_losses[chunk] = np.mean((data.targets[chunk] - y) ** 2, axis=1)
-    gradient = eqprop.compensated(net, raw).mean(axis=0)
+    gradient = eqprop.compensated(net, raw.mean(axis=0))  # the mean first: one pass over [samples, edges]
     regrow = hyper.pruning is not None and hyper.pruning.regrow
     pruned = p.mask.any()
     if pruned and not regrow:  # an open switch is not trained: it must not weigh in a clip's norm either

@@ -693,7 +693,7 @@ def test_every_cap_is_stated_in_the_reference():
     from hil.cli.keys import reference
 
     table = reference()
-    for text in ("from 1 to 1024", "1 to 16 layers of 1 to 4096", "200,000 conductances", "4e8", "5e10"):
+    for text in ("from 1 to 1024", "1 to 16 layers of 1 to 4096", "200,000 conductances", "1.25e8", "3e11"):
         assert text in table, text
     assert "from 0.1 to 100" in table  # amplifier_gain
     assert "in at most 1000 steps" in table  # ramp_step
@@ -739,7 +739,10 @@ def test_hil_check_names_a_dry_run(monkeypatch, capsys):
     [
         ("", "the config is empty"),
         ("[training]\nbeta = nan\n", "[training] beta = nan is invalid"),
-        ('[circuit]\nbuilder = "layered"\nhidden = [2000]\n[backend]\nname = "numeric"\n', "numeric twin"),
+        (
+            '[circuit]\nbuilder = "layered"\nhidden = [4096, 1, 4096]\n[backend]\nname = "numeric"\n',
+            "numeric twin",
+        ),
     ],
 )
 def test_hil_check_refuses_in_one_line_with_exit_2_and_writes_nothing(
@@ -760,9 +763,9 @@ def test_hil_check_refuses_in_one_line_with_exit_2_and_writes_nothing(
 def test_hil_check_on_the_twin_refuses_what_spice_accepts(monkeypatch, capsys, tmp_path):
     hil = _hil(monkeypatch)
     path = tmp_path / "big.toml"
-    path.write_text('[circuit]\nbuilder = "layered"\nhidden = [2000]\n')
+    path.write_text('[circuit]\nbuilder = "layered"\nhidden = [4096, 1, 4096]\n')
     assert hil("check", str(path)) == 0
-    assert "ok (layered-2-2000-1, 20004 conductances, spice)" in capsys.readouterr().out
+    assert "ok (layered-2-4096-1-4096-1, 65542 conductances, spice)" in capsys.readouterr().out
     assert hil("check", str(path), "--backend", "numeric") == 2
     assert 'set [backend] name = "spice"' in capsys.readouterr().err
 
