@@ -364,7 +364,13 @@ def _layout(
 def _write_confusion(f: h5py.File, confusion: Confusion, epoch: int) -> None:
     """/result/confusion: the test set's counts after the last epoch committed."""
     group = f.require_group("result")
-    if "confusion" in group:
+    counts = group.get("confusion")
+    if counts is not None and counts.shape == confusion.counts.shape:
+        # In place: rewriting its string attributes every epoch would leave their old copies behind.
+        counts[...] = confusion.counts
+        counts.attrs["epoch"] = epoch
+        return
+    if counts is not None:
         del group["confusion"]
     counts = group.create_dataset("confusion", data=confusion.counts)
     counts.attrs["epoch"] = epoch

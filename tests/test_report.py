@@ -185,3 +185,19 @@ def test_gradient_quality_plots_and_labels_one_minus_cosine_with_a_legend_for_bo
     for panel in (left, right):
         assert {line.get_linestyle() for line in panel.lines} == {"-", "--"}
         assert len({line.get_color() for line in panel.lines}) == 2
+
+
+def test_accuracy_panel_shows_the_test_samples_when_the_log_has_them(hil, configs, tmp_path):
+    from matplotlib.figure import Figure
+
+    from hil import runlog
+
+    out = tmp_path / "iris.h5"
+    result = hil("train", str(configs / "iris.toml"), "--epochs", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    run = runlog.read(out)
+    ax = Figure().add_subplot()
+    report.draw_accuracy(ax, run)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"training samples", "test samples"}
+    np.testing.assert_allclose(lines["test samples"].get_ydata(), 100 * run.test_accuracy)

@@ -138,9 +138,14 @@ def draw_error(ax: Axes, run: runlog.Run) -> Line2D:
 
 
 def draw_accuracy(ax: Axes, run: runlog.Run) -> Line2D:
-    """Share of samples right with the conductances after each epoch; returns the line."""
+    """Share of samples right with the conductances after each epoch (and of the test samples,
+    when the log has them); returns the training line."""
     epochs = np.arange(1, run.epochs + 1)
-    (line,) = ax.plot(epochs, 100 * run.accuracy, color="C2", **_marker(run.epochs))
+    (line,) = ax.plot(epochs, 100 * run.accuracy, color="C2", label="training samples", **_marker(run.epochs))
+    test = run.test_accuracy[: run.epochs] if len(run.test_accuracy) else np.zeros(0)
+    if len(test) and np.isfinite(test).any():
+        ax.plot(epochs, 100 * test, color="C3", linestyle="--", label="test samples", **_marker(run.epochs))
+        ax.legend(fontsize="small", loc="lower right")
     ax.set(title="Accuracy", ylabel="samples right (%)", ylim=(-5, 105))
     _epoch_axis(ax)
     ax.grid(True, alpha=0.3)
