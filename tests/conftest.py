@@ -31,6 +31,19 @@ def run_hil(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     )
 
 
+def start_hil(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """`hil ...` started in the background, as a user would in another terminal (pipes for its
+    output): for tests that signal, kill or watch it while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", *args],
+        cwd=cwd or ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
 @pytest.fixture
 def hil():
     return run_hil

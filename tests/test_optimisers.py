@@ -5,16 +5,15 @@ and a resumed training that continues bit for bit with optimiser state and a pru
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_hil
 
 import hil
 from hil import builders, config, datasets, eqprop, optimisers, runlog, train
@@ -353,14 +352,7 @@ def test_a_checkpoint_written_mid_epoch_resumes_bit_identically(tmp_path):
 
 
 def _train_cli(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hil.cli", "train", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    return start_hil("train", *args, cwd=cwd)
 
 
 def test_hil_train_killed_and_resumed_with_adam_and_pruning_matches_a_whole_run(tmp_path):

@@ -1,16 +1,15 @@
 """The run log as a lab relies on it: complete after any kill, continued bit for bit by --resume,
 written by one process at a time, named uniquely, with a status that tells how the run ended."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import start_hil
 
 import hil
 from hil import runlog
@@ -31,14 +30,7 @@ def _shuffled_batches(tmp_path: Path) -> Path:
 
 
 def _train(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hil.cli", "train", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    return start_hil("train", *args, cwd=cwd)
 
 
 def _epochs_in(path: Path) -> int:
