@@ -131,6 +131,33 @@ class _Parts:
         self.sources.append(source)
         return source.node
 
+    def network(
+        self,
+        name: str,
+        outputs: list[Output],
+        out_nodes: list[str],
+        output_load: float,
+        diode: DiodeModel | None,
+        temperature: float,
+        n_inputs: int,
+        compensation: dict[int, float],
+    ) -> Network:
+        """The network of these parts, its outputs loaded by `output_load` (S; 0: none)."""
+        return Network(
+            name=name,
+            conductances=self.conductances,
+            sources=self.sources,
+            clamps=self.clamps,
+            amplifiers=self.amplifiers,
+            loads=[Load(f"RL_{n}", n, output_load) for n in out_nodes] if output_load > 0 else [],
+            outputs=outputs,
+            diode_model=diode or DiodeModel(),
+            temperature=temperature,
+            n_inputs=n_inputs,
+            nudge_sign=1.0,
+            layer_compensation=compensation,
+        )
+
     def inputs(self, n_inputs: int, duplicate: bool) -> list[str]:
         """Input sources x (and -x): the nodes the first layer connects from."""
         nodes = []
@@ -304,22 +331,9 @@ def layered(
                 name, out = f"S{f}_{t}_{j}", f"s{f}_{t}_{j}"
                 sent += parts.amplify(name, node, out, gains[f - 1], gains[f - 1] * ratio, duplicate_hidden)
         parts.connect(t, sent, nodes_of[t])
-    loads = [Load(f"RL_{n}", n, output_load) for n in out_nodes] if output_load > 0 else []
     joined = "".join(f"-s{f}.{t}" for f, t in pairs)
-    return Network(
-        name=f"layered-{n_inputs}-{'-'.join(map(str, hidden))}-{n_outputs}{joined}",
-        conductances=parts.conductances,
-        sources=parts.sources,
-        clamps=parts.clamps,
-        amplifiers=parts.amplifiers,
-        loads=loads,
-        outputs=outputs,
-        diode_model=diode or DiodeModel(),
-        temperature=temperature,
-        n_inputs=n_inputs,
-        nudge_sign=1.0,
-        layer_compensation=compensation,
-    )
+    name = f"layered-{n_inputs}-{'-'.join(map(str, hidden))}-{n_outputs}{joined}"
+    return parts.network(name, outputs, out_nodes, output_load, diode, temperature, n_inputs, compensation)
 
 
 # The complete graph's layers, for per-layer learning rates: which kinds of node each joins.
@@ -392,21 +406,9 @@ def complete(
     parts.connect(4, driven, out_nodes)
     for k, target in enumerate(out_nodes):
         parts.connect(5, [s for node in out_nodes[:k] for s in signals[node]], [target])
-    loads = [Load(f"RL_{n}", n, output_load) for n in out_nodes] if output_load > 0 else []
-    return Network(
-        name=f"complete-{n_inputs}-{n_hidden}-{n_outputs}",
-        conductances=parts.conductances,
-        sources=parts.sources,
-        clamps=parts.clamps,
-        amplifiers=parts.amplifiers,
-        loads=loads,
-        outputs=outputs,
-        diode_model=diode or DiodeModel(),
-        temperature=temperature,
-        n_inputs=n_inputs,
-        nudge_sign=1.0,
-        layer_compensation=dict.fromkeys(COMPLETE_LAYERS, 1.0),
-    )
+    name = f"complete-{n_inputs}-{n_hidden}-{n_outputs}"
+    compensation = dict.fromkeys(COMPLETE_LAYERS, 1.0)
+    return parts.network(name, outputs, out_nodes, output_load, diode, temperature, n_inputs, compensation)
 
 
 # ---------------------------------------------------------------------------------------- energy
