@@ -5,7 +5,7 @@ runs `check_experiment` (registered below) on every bench config it loads, so ev
 refuses a bad bench config before it writes a log. The file has keyed tables (`KEYS`, documented
 key by key like an experiment's) and maps (`MAPS`, one entry per network element):
 
-    [bench]               experiment, emulated, settle_seconds, nplc
+    [bench]               experiment, emulated, settle_seconds, nplc, noise
     [limits]              max_volts, compliance_current, compliance_voltage, max_nudge_current,
                           ramp_step, pot_terminal_volts (every one required)
     [instruments.NAME]    model, address (+ pot banks: channels, r_ab, r_w)
@@ -33,6 +33,7 @@ from drivers.pots import AD5206Model
 from drivers.router import Crosspoint, RouteMap
 from drivers.switch import keithley_crosspoints, keysight_crosspoints
 from hil.config import (
+    NOISE_MODELS,
     REQUIRED,
     ConfigError,
     Experiment,
@@ -65,6 +66,9 @@ HARD_LIMITS = {
 # would spend seconds per level change, for every source, in every phase.
 MAX_RAMP_STEPS = 1000
 MAX_INSTRUMENTS = 64
+# What an emulated SMU's readings go through (sim.noise): each instrument's own model's datasheet
+# errors, one model's for all of them, or none.
+BENCH_NOISE = ("none", "datasheet", *NOISE_MODELS[1:])
 # How each matrix model names its crosspoints (its driver refuses any other name).
 CROSSPOINT_NAMES = {
     "keithley-707b": keithley_crosspoints,
@@ -87,6 +91,14 @@ KEYS: dict[str, dict[str, Key]] = {
         ),
         "settle_seconds": number(0.0, 0.0, 60.0, "s", "wait after setting levels, s"),
         "nplc": number(1.0, 0.01, 10.0, "PLC", "integration time of every SMU reading, PLC"),
+        "noise": Key(
+            "none",
+            str,
+            lambda v: v in BENCH_NOISE,
+            f"one of {', '.join(BENCH_NOISE)}",
+            "virtual bench: the emulated SMUs read with datasheet errors, each its own model's "
+            "(`datasheet`) or all one model's (e.g. `keithley-2450`), or exactly (`none`)",
+        ),
     },
     "limits": {
         "max_volts": number(
@@ -199,6 +211,7 @@ class BenchConfig:
     probe_routes: dict[str, list[str]]
     pots: dict[str, tuple[str, int]]
     amplifiers: dict[str, list[str]]
+    noise: str = "none"  # the virtual bench's SMU error model ([bench] noise)
 
     def smu_channels(self) -> list[str]:
         used = [*self.sources.values(), *self.nudges.values()]
@@ -277,6 +290,7 @@ def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
         routes,
         _pots(path, _map(path, raw, "pots"), instruments),
         amplifiers,
+        noise=bench["noise"],
     )
 
 

@@ -184,6 +184,8 @@ SIZED = ("layered", "complete")  # the builders that take sizes (the keys of LAY
 # seed's start-condition script (np.random.seed(n + 3n² + 5), whatever the config's seed).
 SEED_FORMULAS = ("seed+n", "n+3n^2+5")
 BACKENDS = ("spice", "numeric", "bench")
+# The SMU error models of `sim.noise` (datasheet figures), by name; "none" reads exactly.
+NOISE_MODELS = ("none", "keithley-2450", "keithley-2602b", "keysight-b2902a")
 LAYERED_ONLY = (
     "inputs",
     "hidden",
@@ -560,6 +562,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "ngspice GMIN; the twin uses it too",
         ),
         "bench": Key("", str, rule="the path of a bench config", doc="set by loading a bench config"),
+        "noise": Key(
+            "none",
+            str,
+            lambda v: v in NOISE_MODELS,
+            f"one of {', '.join(NOISE_MODELS)}",
+            "read the simulator through an SMU model's datasheet errors (source noise, reading noise, "
+            "resolution, gain and offset per channel; seeded by [training] seed), or `none`: exact",
+        ),
+        "nplc": number(
+            1.0,
+            0.01,
+            10.0,
+            "PLC",
+            "with noise: integration time of every reading, PLC",
+            "the reading noise falls with it",
+        ),
+        "averages": number(1, 1, 1000, "", "with noise: readings averaged per node and phase", kind=int),
     },
 }
 

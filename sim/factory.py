@@ -30,11 +30,33 @@ def simulator_options(settings: dict[str, Any]) -> SimulatorOptions:
 
 
 def open_spice(experiment: Experiment, method: str = "") -> Backend:
-    return spice(experiment.network(), experiment["backend"])
+    settings = experiment["backend"]
+    return noisy(experiment, lambda network: spice(network, settings))
 
 
 def open_twin(experiment: Experiment, method: str = "") -> Backend:
-    return twin(experiment.network(), experiment["backend"])
+    settings = experiment["backend"]
+    return noisy(experiment, lambda network: twin(network, settings))
+
+
+def noisy(experiment: Experiment, open_inner: Callable[[Network], Backend]) -> Backend:
+    """The simulator `open_inner` makes, read through the SMU error model `[backend] noise` names
+    (seeded by `[training] seed`, so each start of a sweep gets its own instruments' errors); with
+    `noise = "none"` the simulator itself, untouched."""
+    settings = experiment["backend"]
+    name = settings.get("noise", "none")
+    if name == "none":
+        return open_inner(experiment.network())
+    from sim.noise import NoisyBackend, model
+
+    return NoisyBackend(
+        experiment.network(),
+        open_inner,
+        model(name),
+        seed=int(experiment["training"]["seed"]),
+        nplc=float(settings.get("nplc", 1.0)),
+        averages=int(settings.get("averages", 1)),
+    )
 
 
 def spice(network: Network, settings: dict[str, Any]) -> Backend:
@@ -64,12 +86,19 @@ def open_bench_backend(experiment: Experiment, method: str) -> Backend:
     calls for before any instrument is touched. An emulated bench config starts its virtual bench
     on free local ports and stops it on close."""
     config = bench_config(experiment)
+    if experiment["backend"].get("noise", "none") != "none":
+        raise ConfigError(
+            f"{experiment.path}: [backend] noise = {experiment['backend']['noise']!r} reads a simulator "
+            "through an error model, and a bench reads its instruments: remove it (for a virtual bench, "
+            'set [bench] noise = "datasheet" in the bench config)'
+        )
     network, inputs = experiment.network(), experiment.dataset().inputs
+    seed = int(experiment["training"]["seed"])
 
     def serve() -> tuple[dict[str, str], Callable[[], None]]:
         from sim.virtual.bench import VirtualBench
 
-        virtual = VirtualBench(config, network).start()
+        virtual = VirtualBench(config, network, seed=seed).start()
         return virtual.addresses, virtual.stop
 
     return open_bench(config, network, method, inputs, serve if config.emulated else None)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,8 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     experiment = config.load(args.config, overrides(args))
     hyper = experiment.hyper()
     x, t = sample(experiment, args.sample)
+    if args.repeat != 1:
+        return _gradcheck_repeated(args, experiment, x, t)
     if args.betas is None:
         if args.methods is not None or args.out is not None:
             raise ValueError("--methods and --out go with --betas: add --betas 1e-9,1e-8,...")
@@ -79,6 +82,92 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"written to {out}")
     return 0
+
+
+def _gradcheck_repeated(
+    args: argparse.Namespace, experiment: config.Experiment, x: np.ndarray, t: np.ndarray
+) -> int:
+    """`--repeat N`: the estimate taken N times at one state, each against the finite-difference
+    gradient. On a simulator read through an error model ([backend] noise) the reference is the
+    same simulator read exactly (finite differences of readings would be noise); elsewhere it is
+    the backend's own, as without --repeat."""
+    hyper = experiment.hyper()
+    if args.repeat < 2:
+        raise ValueError(f"--repeat {args.repeat} must be at least 2 (the spread of N estimates)")
+    if args.betas is not None or args.out is not None:
+        raise ValueError("--repeat goes with one β: drop --betas/--out, or --repeat")
+    beta = args.beta if args.beta is not None else hyper.beta
+    if not beta > 0:
+        raise ValueError(f"--beta {beta} must be > 0 (A/V)")
+    method = args.method or hyper.method
+    noisy = experiment["backend"].get("noise", "none") != "none"
+    backend = open_backend(experiment, method)
+    try:
+        g = backend.program(experiment.start_conductances())
+        if noisy:
+            exact_backend = {**experiment["backend"], "noise": "none"}
+            exact = config.load(args.config, {**overrides(args), "backend": exact_backend})
+            reference = open_backend(exact, method)
+            try:
+                fd = eqprop.finite_difference(reference, reference.program(g), x, t)
+            finally:
+                reference.close()
+        else:
+            fd = eqprop.finite_difference(backend, g, x, t)
+        net = backend.network
+        estimates = []
+        for _ in range(args.repeat):
+            backend.program(g)
+            m = eqprop.measure(backend, g, x, t, method, beta, hyper.pcm_perturbation)
+            estimates.append(eqprop.compensated(net, m.raw))
+    finally:
+        backend.safe_state()
+        backend.close()
+    report = gradcheck_spread(np.array(estimates), fd, net.layers)
+    head = {"config": str(args.config), "sample": args.sample, "method": method, "beta": beta}
+    if args.json:
+        print(json.dumps({**head, "repeat": args.repeat, "exact_reference": noisy, **report}))
+        return 0
+    against = "the noise-free simulator's" if noisy else "the same backend's"
+    print(
+        f"{args.config}: sample {args.sample}, method {method}, beta {beta:g} A/V, {args.repeat} estimates "
+        f"against {against} finite-difference gradient"
+    )
+    for layer in report["layers"]:
+        print(
+            f"layer {layer['layer']}: cosine {layer['cosine_mean']:.4f} mean "
+            f"(min {layer['cosine_min']:.4f}), relative error {layer['relative_error_median']:.3g} "
+            f"median (max {layer['relative_error_max']:.3g}); their mean: cosine "
+            f"{layer['mean_estimate_cosine']:.4f}"
+        )
+    print(f"spread of the estimate: {report['spread']:.3g} (median of ‖e − ē‖/‖ē‖ over the {args.repeat})")
+    return 0
+
+
+def gradcheck_spread(estimates: np.ndarray, fd: np.ndarray, layers: np.ndarray) -> dict[str, Any]:
+    """Per layer, how N estimates [N, edges] sit around the finite-difference gradient: cosine
+    (mean, min), relative error (median, max), the cosine of their mean; and their spread."""
+    out = []
+    for level in sorted(set(layers.tolist())):
+        sel = layers == level
+        each = [gradcheck.layer_agreement(e[sel], fd[sel]) for e in estimates]
+        rel = np.array([r for r, _ in each])
+        cos = np.array([c for _, c in each])
+        _, mean_cos = gradcheck.layer_agreement(estimates[:, sel].mean(axis=0), fd[sel])
+        out.append(
+            {
+                "layer": int(level),
+                "cosine_mean": float(cos.mean()),
+                "cosine_min": float(cos.min()),
+                "relative_error_median": float(np.median(rel)),
+                "relative_error_max": float(rel.max()),
+                "mean_estimate_cosine": float(mean_cos),
+            }
+        )
+    centre = estimates.mean(axis=0)
+    norm = float(np.linalg.norm(centre))
+    spread = float(np.median(np.linalg.norm(estimates - centre, axis=1)) / norm) if norm > 0 else float("inf")
+    return {"layers": out, "spread": spread}
 
 
 # ---------------------------------------------------------------------------------------- sweeps
@@ -247,6 +336,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", help="with --betas: write the result (HDF5) for `hil report`")
     g.add_argument("--force", action="store_true", help="with --out: replace an existing file")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
+    g.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="take the estimate N times at one β: the spread of the estimate (on a noisy backend)",
+    )
 
     sp = sub.add_parser(
         "sweep",

@@ -9,6 +9,10 @@ a front-panel reset or another client's *RST leaves it; the session stays), "pow
 same, and the connection drops, as a power glitch does to a LAN or USB session) and, on an SMU,
 "trip" (its limits fall below what the board draws, as a short would make it: every channel in
 compliance).
+
+`[bench] noise` puts the SMUs' datasheet errors on the emulated readings (`sim.noise`), seeded by
+`seed` (a training's seed when a run starts the bench): offsets and gains fixed for the bench's
+life, noise per reading.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from drivers.benchconfig import BenchConfig, InstrumentSpec
 from drivers.firmware.potbridge import SAFE_CODE
 from drivers.models import MATRIX, POTS, SMU
 from hil.network import Network
+from sim.noise import bench_errors
 from sim.virtual.circuit import EmulatedCircuit, Wiring
 from sim.virtual.pot_emulators import PotBridgeEmulator
 from sim.virtual.server import DISCONNECT, Action, Fault, Hit, LineServer
@@ -99,10 +104,12 @@ def wiring(config: BenchConfig, network: Network) -> Wiring:
 
 
 class VirtualBench:
-    def __init__(self, config: BenchConfig, network: Network) -> None:
+    def __init__(self, config: BenchConfig, network: Network, seed: int = 0) -> None:
         self.config = config
         self.state = BenchState()
-        self.circuit = EmulatedCircuit(network, wiring(config, network), self.state)
+        smus = {name: spec.model for name, spec in config.of_role(SMU).items()}
+        errors = bench_errors(config.noise, smus, seed)
+        self.circuit = EmulatedCircuit(network, wiring(config, network), self.state, errors)
         self.emulators: dict[str, Emulator] = {}
         for k, (name, spec) in enumerate(config.instruments.items()):
             identity, build = EMULATORS[spec.model]

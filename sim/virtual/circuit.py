@@ -7,6 +7,11 @@ conductance is the conductance of its pot channel at the written code; an amplif
 follows its inverting relay. Compliance is modelled as a flag plus a folded-back reading (a
 voltage source over its current limit reads a voltage scaled down by limit/|I|), enough for the
 bench to see a trip; the circuit is not re-solved at the limit.
+
+With an SMU error model (`sim.noise.BenchErrors`, from the bench config's `[bench] noise`), every
+reading is a moment of the bench's model time (each takes its channel's NPLC): the forcing
+channels' levels carry their source errors and noise at that moment, the circuit is solved again
+for it, and the value read goes through the reading channel's measure errors.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hil.network import Amplifier, Conductance, Network, VoltageSource
+from sim.noise import BenchErrors
 from sim.twin import TwinBackend
-from sim.virtual.state import BenchState
+from sim.virtual.state import BenchState, SmuState
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,13 @@ class Wiring:
 
 
 class EmulatedCircuit:
-    def __init__(self, network: Network, wiring: Wiring, bench: BenchState) -> None:
+    def __init__(
+        self, network: Network, wiring: Wiring, bench: BenchState, errors: BenchErrors | None = None
+    ) -> None:
         self.network = network
         self.wiring = wiring
         self.bench = bench
+        self.errors = errors
         self._solved_version = -1
         self._readings: dict[str, tuple[float, float, bool]] = {}
         self._twins: dict[tuple, tuple[TwinBackend, list[str]]] = {}
@@ -45,10 +54,39 @@ class EmulatedCircuit:
     def reading(self, key: str) -> tuple[float, float, bool]:
         """(V at the channel's terminal, current out of it into the board, in compliance)."""
         with self.bench.lock:
+            if self.errors is not None:
+                return self._noisy_reading(key)
             if self.bench.version != self._solved_version:
                 self._solve()
                 self._solved_version = self.bench.version
             return self._readings.get(key, (0.0, 0.0, False))
+
+    def _noisy_reading(self, key: str) -> tuple[float, float, bool]:
+        """One reading at the next moment of model time: the sources' noise has moved since the
+        last one, so the circuit is solved again."""
+        assert self.errors is not None
+        smu = self.bench.smus.get(key, SmuState())
+        # A reading returns both quantities (the emulator answers one): each at its function's NPLC.
+        nplc_i = float(getattr(smu, "current_nplc", smu.nplc))
+        self.errors.clock += self.errors.reading_seconds(smu.nplc)
+        self._solve()
+        self._solved_version = -1  # the next exact reading must not take this noisy solve
+        v, i, over = self._readings.get(key, (0.0, 0.0, False))
+        channel = self.errors.channel(key)
+        if channel is None:
+            return v, i, over
+        return (
+            float(channel.measure("V", np.array(v), smu.nplc, 1)),
+            float(channel.measure("A", np.array(i), nplc_i, 1)),
+            over,
+        )
+
+    def _forced(self, key: str, unit: str, level: float) -> float:
+        """What channel `key` forces when set to `level`, errors and noise included."""
+        channel = None if self.errors is None else self.errors.channel(key)
+        if channel is None or self.errors is None:
+            return level
+        return float(channel.source(unit, np.array([level]), np.array([self.errors.clock]))[0])
 
     # ------------------------------------------------------------------ solving
     def _connections(self) -> tuple[dict[str, str], set[str]]:
@@ -104,11 +142,11 @@ class EmulatedCircuit:
         driven = tuple(sorted(set(forcing_v.values())))
         levels: dict[str, list[float]] = {}
         for k, node in forcing_v.items():
-            levels.setdefault(node, []).append(smus[k].level)
+            levels.setdefault(node, []).append(self._forced(k, "V", smus[k].level))
         injected: dict[str, float] = {}
         for k, node in attached.items():
             if smus[k].output and smus[k].function == "I":
-                injected[node] = injected.get(node, 0.0) + smus[k].level
+                injected[node] = injected.get(node, 0.0) + self._forced(k, "A", smus[k].level)
         twin, nodes = self._twin(driven, frozenset(inverted))
         twin.program(self._conductances())
         state = twin.settle(np.array([levels[n][0] for n in driven]), injected)
