@@ -178,6 +178,8 @@ class BenchBackend:
         self._live = False  # configured: outputs on, the run's settings in place
         self._made_safe = False  # safe_state ran: outputs are off until the bench is opened again
         self._fault: str | None = None  # the first failure seen; the bench is not what the run set
+        # What each instrument and SMU channel answered for its settings once configured.
+        self._applied: dict[str, dict[str, Any]] = {}
         self._settles = 0
         index = network.node_index
         self._source_nodes = [index[s.node] for s in network.sources]
@@ -338,8 +340,16 @@ class BenchBackend:
         ]
         kind = "virtual bench" if self.config.emulated else "bench"
         return Identity(
-            kind="bench", description=f"{kind} from {self.config.path.name}", instruments=instruments
+            kind="bench",
+            description=f"{kind} from {self.config.path.name}",
+            instruments=instruments,
+            settings=self.applied_settings(),
         )
+
+    def applied_settings(self) -> dict[str, dict[str, Any]]:
+        """What every instrument, and every SMU channel (by its key, `k26a.b`), answered for the
+        settings the run relies on, read back once the bench was configured: for the run log."""
+        return {name: dict(values) for name, values in self._applied.items()}
 
     def check(self) -> None:
         """Every instrument's error queue, and every SMU's compliance flag."""
@@ -698,6 +708,13 @@ def connect(config: BenchConfig, addresses: dict[str, str]) -> Instruments:
 
 def configure(backend: BenchBackend) -> None:
     cfg, lim, hw = backend.config, backend.limits, backend.hw
+    # A known state whatever the front panel or the last client left: each instrument reset with
+    # an empty error queue, then every mode the bench relies on set explicitly (drivers' `prepare`).
+    for name, driver in hw.sessions.items():
+        backend._guard(driver.reset_and_clear)
+        backend._guard(driver.prepare)
+        for channel in _channels_of(cfg, name, driver):
+            backend._guard(channel.prepare)
     for matrix in hw.matrices.values():
         backend._guard(matrix.open_all)
     for bank in hw.pots.values():
@@ -710,6 +727,21 @@ def configure(backend: BenchBackend) -> None:
         backend._guard(smu.integrate, cfg.nplc)
         backend._guard(smu.output, True)
         backend._levels[key] = 0.0
+    backend._applied = {}
+    for name, driver in hw.sessions.items():
+        backend._applied[name] = backend._guard(driver.applied_settings)
+        for channel in _channels_of(cfg, name, driver):
+            backend._applied[channel.name] = backend._guard(channel.applied_settings)
     for driver in hw.sessions.values():
         backend._guard(driver.check_errors)
     backend._live = True
+
+
+def _channels_of(config: BenchConfig, name: str, driver: Instrument) -> list[Any]:
+    """Every channel of a multi-channel SMU (the unused ones too: a B2900 channel left to switch
+    itself on at a reading is no safer for being unused); none for other instruments."""
+    spec = config.instruments[name]
+    if spec.role != SMU or not MODELS[spec.model].channels:
+        return []
+    session: Any = driver
+    return [session.channel(ch) for ch in getattr(session, "channel_names", MODELS[spec.model].channels)]

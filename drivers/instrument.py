@@ -127,6 +127,11 @@ class Instrument:
     line: ClassVar[LineFormat] = LineFormat()
     model: ClassVar[str] = ""  # substring of the `*IDN?` reply that identifies the model
     error_query: ClassVar[str] = ":SYST:ERR?"
+    # What puts the instrument in its reset state with an empty error queue (IEEE 488.2 §10.32
+    # *RST and §10.3 *CLS for SCPI; TSP models list reset() and errorqueue.clear()).
+    reset_lines: ClassVar[tuple[str, ...]] = ("*RST", "*CLS")
+    # Controls whose values `applied_settings` reads back (those the bench relies on).
+    recorded: ClassVar[tuple[str, ...]] = ()
     ch: str = ""
 
     def __init__(self, transport: Transport, name: str) -> None:
@@ -169,6 +174,21 @@ class Instrument:
         self.idn = idn
         return idn
 
+    def reset_and_clear(self) -> None:
+        """The instrument's reset state, error queue empty, every command carried out: what a
+        session starts from, whatever the front panel or the last client left."""
+        for line in self.reset_lines:
+            self.write(line)
+        self.wait_complete()
+
+    def prepare(self) -> None:
+        """Set, explicitly, every mode the bench relies on that a reset leaves to the model's
+        defaults (subclasses); after `reset_and_clear`."""
+
+    def applied_settings(self) -> dict[str, Any]:
+        """What the instrument answers for each recorded setting: for the run log."""
+        return read_back(self)
+
     def wait_complete(self) -> None:
         """Block until every command sent so far has been carried out (`*OPC?`). Needed after
         switching: the next reading comes from another instrument, which does not wait for this."""
@@ -202,8 +222,19 @@ class Instrument:
         self.transport.close()
 
 
+def read_back(owner: Any) -> dict[str, Any]:
+    """Each of `owner.recorded`, as the instrument answers it now."""
+    found: dict[str, Any] = {}
+    for name in owner.recorded:
+        value = getattr(owner, name)
+        found[name] = sorted(value) if isinstance(value, set) else value
+    return found
+
+
 class Channel:
     """One channel of a multi-channel instrument: shares the parent's session and lock."""
+
+    recorded: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, parent: Instrument, ch: str) -> None:
         self.parent = parent
@@ -215,3 +246,9 @@ class Channel:
 
     def ask(self, line: str) -> str:
         return self.parent.ask(line)
+
+    def prepare(self) -> None:
+        """The channel's explicit modes (see `Instrument.prepare`)."""
+
+    def applied_settings(self) -> dict[str, Any]:
+        return read_back(self)

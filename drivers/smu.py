@@ -92,6 +92,30 @@ class SmuRole:
         self.output(False)
 
 
+def _switch(command: str, doc: str) -> Control:
+    """An ON/OFF setting and its query (SCPI boolean: ON, OFF, 1, 0)."""
+    return Control(
+        f"{command}?",
+        f"{command} {{value}}",
+        doc,
+        strict_set((True, False)),
+        on_off,
+        lambda v: "ON" if v else "OFF",
+    )
+
+
+def _tsp_switch(attribute: str, doc: str) -> Control:
+    """A TSP attribute that takes 0 or 1 (the model's OFF/ON constants)."""
+    return Control(
+        f"print(smu{{ch}}.{attribute})",
+        f"smu{{ch}}.{attribute} = {{value}}",
+        doc,
+        strict_set((True, False)),
+        lambda r: float(r) != 0,
+        lambda v: "1" if v else "0",
+    )
+
+
 # ---------------------------------------------------------------------------------------- Keithley 2450
 class Keithley2450(SmuRole, Instrument):
     """Keithley 2450 in its SCPI command set (`*LANG?` must answer SCPI, not TSP or SCPI2400)."""
@@ -121,8 +145,19 @@ class Keithley2450(SmuRole, Instrument):
         "Compliance while forcing I, V.",
         strict_range(0.02, 210),
     )
+    # NPLC is kept per measure function (2450 RM §6 [:SENSe[1]]:<function>:NPLCycles): the bench
+    # reads voltages, so `nplc` is the voltage function's; `integrate` sets both.
     nplc = Control(
-        ":SENS:CURR:NPLC?", ":SENS:CURR:NPLC {value}", "Integration time, PLC.", strict_range(0.01, 10)
+        ":SENS:VOLT:NPLC?",
+        ":SENS:VOLT:NPLC {value}",
+        "Voltage integration time, PLC.",
+        strict_range(0.01, 10),
+    )
+    current_nplc = Control(
+        ":SENS:CURR:NPLC?",
+        ":SENS:CURR:NPLC {value}",
+        "Current integration time, PLC.",
+        strict_range(0.01, 10),
     )
     output_state = Control(
         ":OUTP?",
@@ -151,17 +186,62 @@ class Keithley2450(SmuRole, Instrument):
     current_range = Control(
         ":SENS:CURR:RANG?", ":SENS:CURR:RANG {value}", "Measure current range, A.", strict_range(1e-8, 1.0)
     )
-    current_autorange = Control(
-        ":SENS:CURR:RANG:AUTO?",
-        ":SENS:CURR:RANG:AUTO {value}",
-        "Measure current autorange.",
-        strict_set((True, False)),
-        on_off,
-        lambda v: "ON" if v else "OFF",
+    current_autorange = _switch(":SENS:CURR:RANG:AUTO", "Measure current autorange.")
+    voltage_autorange = _switch(":SENS:VOLT:RANG:AUTO", "Measure voltage autorange.")
+    remote_sense = _switch(":SENS:VOLT:RSEN", "4-wire (remote) sensing of voltage readings.")
+    source_voltage_autorange = _switch(":SOUR:VOLT:RANG:AUTO", "Source voltage autorange.")
+    source_current_autorange = _switch(":SOUR:CURR:RANG:AUTO", "Source current autorange.")
+    voltage_off_mode = Control(
+        ":OUTP:VOLT:SMOD?",
+        ":OUTP:VOLT:SMOD {value}",
+        "What output off leaves while sourcing voltage.",
+        strict_set(("HIMP", "NORM", "ZERO", "GUAR")),
+        str,
+    )
+    current_off_mode = Control(
+        ":OUTP:CURR:SMOD?",
+        ":OUTP:CURR:SMOD {value}",
+        "What output off leaves while sourcing current.",
+        strict_set(("HIMP", "NORM", "ZERO", "GUAR")),
+        str,
+    )
+    recorded = (
+        "language",
+        "function",
+        "voltage",
+        "current",
+        "current_limit",
+        "voltage_limit",
+        "nplc",
+        "current_nplc",
+        "sense_function",
+        "voltage_autorange",
+        "remote_sense",
+        "source_voltage_autorange",
+        "source_current_autorange",
+        "voltage_off_mode",
+        "current_off_mode",
+        "output_state",
     )
 
     def __init__(self, transport: Transport, name: str) -> None:
         Instrument.__init__(self, transport, name)
+
+    def integrate(self, nplc: float) -> None:
+        self.nplc = nplc
+        self.current_nplc = nplc
+
+    def prepare(self) -> None:
+        """Voltage readings (the bench reads node voltages; :MEAS:VOLT? would switch to them at
+        the first reading anyway), autoranged, 2-wire; sources autoranged; output off leaves the
+        instrument's normal off state (0 V at a small limit), as after *RST, but not by default."""
+        self.sense_function = "VOLT"
+        self.voltage_autorange = True
+        self.remote_sense = False
+        self.source_voltage_autorange = True
+        self.source_current_autorange = True
+        self.voltage_off_mode = "NORM"
+        self.current_off_mode = "NORM"
 
     def identify(self) -> str:
         idn = Instrument.identify(self)
@@ -247,6 +327,40 @@ class Keithley2600BChannel(SmuRole, Channel):
     compliance = measurement("print(smu{ch}.source.compliance)", "At a limit.", lambda r: r.strip() == "true")
     # One flag for either limit: the one that applies to the source function in use.
     current_tripped = voltage_tripped = compliance
+    remote_sense = _tsp_switch("sense", "4-wire sensing (smuX.SENSE_REMOTE, 1) or 2-wire (SENSE_LOCAL, 0).")
+    measure_autorangev = _tsp_switch("measure.autorangev", "Voltage readings autoranged.")
+    source_autorangev = _tsp_switch("source.autorangev", "Source voltage autoranged.")
+    source_autorangei = _tsp_switch("source.autorangei", "Source current autoranged.")
+    off_mode = Control(
+        "print(smu{ch}.source.offmode)",
+        "smu{ch}.source.offmode = {value}",
+        "Output off: 0 OUTPUT_NORMAL, 1 OUTPUT_ZERO, 2 OUTPUT_HIGH_Z.",
+        strict_set((0, 1, 2)),
+        lambda r: int(float(r)),
+    )
+    recorded = (
+        "function",
+        "voltage",
+        "current",
+        "current_limit",
+        "voltage_limit",
+        "nplc",
+        "remote_sense",
+        "measure_autorangev",
+        "source_autorangev",
+        "source_autorangei",
+        "off_mode",
+        "output_state",
+    )
+
+    def prepare(self) -> None:
+        """2-wire, autoranged readings and sources, the normal output-off state, as after
+        smuX.reset() but not left to it."""
+        self.remote_sense = False
+        self.measure_autorangev = True
+        self.source_autorangev = True
+        self.source_autorangei = True
+        self.off_mode = 0
 
     def identify(self) -> str:
         return self.parent.identify()
@@ -303,6 +417,18 @@ class Keithley2600B(Instrument):
     model = "Model 26"
     line = LineFormat("\n", "\n", 5.0)
     error_query = "print(errorqueue.next())"
+    reset_lines = ("reset()", "errorqueue.clear()")  # 2600B RM §7 reset(), errorqueue.clear()
+    # Digits of every printed number: 6 after reset() (2600B RM §7 format.asciiprecision), which
+    # rounds a 2 V reading to 10 µV; 12 keeps every digit the instrument resolves.
+    ascii_precision = Control(
+        "print(format.asciiprecision)",
+        "format.asciiprecision = {value}",
+        "Significant digits of printed numbers.",
+        strict_set(range(1, 17)),
+        lambda r: int(float(r)),
+    )
+    recorded = ("ascii_precision",)
+    PRECISION = 12
 
     def __init__(self, transport: Transport, name: str) -> None:
         super().__init__(transport, name)
@@ -330,6 +456,9 @@ class Keithley2600B(Instrument):
         fields = reply.split("\t")
         return int(float(fields[0])), fields[1].strip() if len(fields) > 1 else ""
 
+    def prepare(self) -> None:
+        self.ascii_precision = self.PRECISION
+
     def channel(self, ch: str) -> Keithley2600BChannel:
         if ch not in self.channel_names:
             listed = " and ".join(self.channel_names)
@@ -338,8 +467,24 @@ class Keithley2600B(Instrument):
 
 
 # ---------------------------------------------------------------------------------------- Keysight B2900
+# model -> its channels. Every one sources ±210 V and ±3.03 A DC (B2900 user's guide "Source output
+# ranges"; B2961A/B2962A SCPI reference Table 2-4); the BL models (21 V) are not in the driver.
+KEYSIGHT_B2900_MODELS: dict[str, str] = {
+    "B2901A": "1",
+    "B2902A": "12",
+    "B2911A": "1",
+    "B2912A": "12",
+    "B2901B": "1",
+    "B2902B": "12",
+    "B2911B": "1",
+    "B2912B": "12",
+    "B2961A": "1",
+    "B2962A": "12",
+}
+
+
 class KeysightB2900(Instrument):
-    """Keysight B2900 series (B2901A … B2912A) in SCPI; channels 1 and 2 (`channel("1")`)."""
+    """Keysight B2900 series in SCPI; channel 1, and 2 on two-channel models (`channel("1")`)."""
 
     model = "B29"
     line = LineFormat("\n", "\n", 5.0)
@@ -347,10 +492,25 @@ class KeysightB2900(Instrument):
     def __init__(self, transport: Transport, name: str) -> None:
         super().__init__(transport, name)
         self._channels: dict[str, KeysightB2900Channel] = {}
+        self.channel_names: tuple[str, ...] = ("1", "2")
+
+    def identify(self) -> str:
+        """`*IDN?`, then the model's channels: a B29 model the driver does not know is refused."""
+        idn = Instrument.identify(self)
+        found = re.search(r"B29\d\d[A-Z]*", idn)
+        model = found[0] if found else idn
+        if model not in KEYSIGHT_B2900_MODELS:
+            raise InstrumentError(
+                f"{self.name}: *IDN? answered {idn!r}: the driver has no ratings for a {model} "
+                f"(it knows {', '.join(KEYSIGHT_B2900_MODELS)})"
+            )
+        self.channel_names = tuple(KEYSIGHT_B2900_MODELS[model])
+        return idn
 
     def channel(self, ch: str) -> KeysightB2900Channel:
-        if ch not in ("1", "2"):
-            raise ValueError(f"{self.name}: channel {ch!r} does not exist: a B2900 has channels 1 and 2")
+        if ch not in self.channel_names:
+            listed = " and ".join(self.channel_names)
+            raise ValueError(f"{self.name}: channel {ch!r} does not exist: this B2900 has channels {listed}")
         return self._channels.setdefault(ch, KeysightB2900Channel(self, ch))
 
 
@@ -395,6 +555,34 @@ class KeysightB2900Channel(SmuRole, Channel):
     measured_current = measurement(":MEAS:CURR? (@{ch})", "A current reading, A.")
     current_tripped = measurement(":SENS{ch}:CURR:PROT:TRIP?", "In current compliance.", on_off)
     voltage_tripped = measurement(":SENS{ch}:VOLT:PROT:TRIP?", "In voltage compliance.", on_off)
+    # ON after *RST: any measurement (:MEAS?, :READ?, :INIT) switches the output back on.
+    auto_on = _switch(":OUTP{ch}:ON:AUTO", "Output switched on by a measurement.")
+    remote_sense = _switch(":SENS{ch}:REM", "4-wire (remote) sensing.")
+    source_voltage_autorange = _switch(":SOUR{ch}:VOLT:RANG:AUTO", "Source voltage autorange.")
+    source_current_autorange = _switch(":SOUR{ch}:CURR:RANG:AUTO", "Source current autorange.")
+    off_mode = measurement(":OUTP{ch}:OFF:MODE?", "What output off leaves: ZERO, HIZ or NORM.", str)
+    recorded = (
+        "function",
+        "voltage",
+        "current",
+        "current_limit",
+        "voltage_limit",
+        "nplc",
+        "auto_on",
+        "remote_sense",
+        "source_voltage_autorange",
+        "source_current_autorange",
+        "off_mode",
+        "output_state",
+    )
+
+    def prepare(self) -> None:
+        """No automatic output-on: a channel the bench switched off stays off through the next
+        reading. 2-wire; sources autoranged."""
+        self.auto_on = False
+        self.remote_sense = False
+        self.source_voltage_autorange = True
+        self.source_current_autorange = True
 
     def identify(self) -> str:
         return self.parent.identify()

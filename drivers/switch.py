@@ -2,8 +2,11 @@
 `drivers.roles.SwitchMatrix`; `drivers.router.Router` puts lab words (routes) on top.
 
 Crosspoint names are the instrument's own and are checked before anything is sent:
-- 707B (and a 3706A driven with 707B-style cards): slot digit 1–6, row letter A–H, two-digit
-  column 01–12, e.g. `1A01`;
+- 707B: slot digit 1–6, row letter A–H, two-digit column 01–12, e.g. `1A01` (707B reference
+  manual 707B-901-01 §2 "Channel identification");
+- 3706A matrix cards: slot 1–6, an optional bank digit 1–4, row digit 1–8, two-digit column,
+  e.g. `1101` (SRCC) or `11101` (SBRCC) (Series 3700A reference manual 3700AS-901-01 §5 "Matrix
+  card channel specifiers"); a 707B-style `1A01` names nothing on a 3706A;
 - 34980A: four digits, slot 1–8, bank/row digit 1–9 and a two-digit channel 01–99, e.g. `1101`.
 
 Commands, as the role methods send them:
@@ -15,6 +18,8 @@ Commands, as the role methods send them:
 | open_all            | `channel.open("allslots")`                  | `ROUT:OPEN:ALL`                  |
 | closed_channels     | `print(channel.getclose("allslots"))`       | `ROUT:CLOS? (@…)` on those closed |
 | check_errors        | `print(errorqueue.next())` until code 0     | `SYST:ERR?` until code 0         |
+| reset_and_clear     | `reset()`, `errorqueue.clear()`, `*OPC?`    | `*RST`, `*CLS`, `*OPC?`          |
+| prepare             | `channel.connectrule = channel.BREAK_BEFORE_MAKE` | (nothing to set)           |
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import re
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
-from drivers.instrument import Instrument, InstrumentError, measurement, setting
+from drivers.instrument import Control, Instrument, InstrumentError, measurement, setting, strict_set
 from drivers.transport import LineFormat, Transport
 
 KEITHLEY_CROSSPOINT = re.compile(r"[1-6][A-H](0[1-9]|1[0-2])")
+KEITHLEY_3706A_CROSSPOINT = re.compile(r"[1-6][1-4]?[1-8](0[1-9]|[1-9][0-9])")
 KEYSIGHT_CROSSPOINT = re.compile(r"[1-8][1-9](?!00)[0-9]{2}")
 
 
@@ -52,6 +58,9 @@ def crosspoint_list(
 
 
 keithley_crosspoints = crosspoint_list(KEITHLEY_CROSSPOINT, "1A01: slot 1-6, row A-H, column 01-12", "707B")
+keithley3706a_crosspoints = crosspoint_list(
+    KEITHLEY_3706A_CROSSPOINT, "1101: slot 1-6, [bank 1-4,] row 1-8, column 01-99", "3706A"
+)
 keysight_crosspoints = crosspoint_list(KEYSIGHT_CROSSPOINT, "1101: slot 1-8, bank/row, channel", "34980A")
 
 
@@ -64,37 +73,58 @@ def parse_getclose(reply: str) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------- Keithley 707B
+# Each model's names for its crosspoints.
+KEITHLEY_NAMING: dict[str, Callable[[Iterable[str]], list[str]]] = {
+    "707B": keithley_crosspoints,
+    "3706A": keithley3706a_crosspoints,
+}
+
+
 class Keithley707B(Instrument):
-    """Keithley 707B switching matrix, or a 3706A system switch, in TSP."""
+    """Keithley 707B switching matrix, or a 3706A system switch, in TSP; crosspoints are named
+    as the model `identify` found names them (707B-style before that)."""
 
     model = "707B"
     models: ClassVar[tuple[str, ...]] = ("707B", "3706A")
     line = LineFormat("\n", "\n", 5.0)
     error_query = "print(errorqueue.next())"
+    reset_lines = ("reset()", "errorqueue.clear()")  # 707B RM §7 reset(), errorqueue.clear()
     OPEN_ALL: ClassVar[str] = 'channel.open("allslots")'
 
-    close_crosspoints = setting(
-        'channel.close("{value}")', "Close crosspoints.", keithley_crosspoints, format=",".join
-    )
-    open_crosspoints = setting(
-        'channel.open("{value}")', "Open crosspoints.", keithley_crosspoints, format=",".join
-    )
+    # The names are checked by `close_channels`/`open_channels`, against the model's naming.
+    close_crosspoints = setting('channel.close("{value}")', "Close crosspoints.", format=",".join)
+    open_crosspoints = setting('channel.open("{value}")', "Open crosspoints.", format=",".join)
     closed_crosspoints = measurement(
         'print(channel.getclose("allslots"))', "Closed crosspoints, every slot.", parse_getclose
     )
+    # Break before make (1) is what the router's switching order assumes (707B RM channel.connectrule).
+    connect_rule = Control(
+        "print(channel.connectrule)",
+        "channel.connectrule = {value}",
+        "0 OFF, 1 BREAK_BEFORE_MAKE, 2 MAKE_BEFORE_BREAK.",
+        strict_set((0, 1, 2)),
+        lambda r: int(float(r)),
+    )
+    recorded = ("connect_rule", "closed_crosspoints")
 
     def __init__(self, transport: Transport, name: str) -> None:
         super().__init__(transport, name)
+        self.crosspoints = KEITHLEY_NAMING[self.model]
 
     def identify(self) -> str:
         idn = self.ask("*IDN?")
-        if not any(model in idn for model in self.models):
+        found = [model for model in self.models if model in idn]
+        if not found:
             raise InstrumentError(
                 f"{self.name}: *IDN? answered {idn!r}, not a 707B or 3706A: "
                 "check the address in the bench config"
             )
+        self.crosspoints = KEITHLEY_NAMING[found[0]]
         self.idn = idn
         return idn
+
+    def prepare(self) -> None:
+        self.connect_rule = 1
 
     def parse_error(self, reply: str) -> tuple[int, str]:
         """`errorqueue.next()` prints code, message, severity and node, tab-separated."""
@@ -103,17 +133,24 @@ class Keithley707B(Instrument):
 
     def close_channels(self, channels: list[str]) -> None:
         if channels:
-            self.close_crosspoints = channels
+            self.close_crosspoints = self.crosspoints(channels)
 
     def open_channels(self, channels: list[str]) -> None:
         if channels:
-            self.open_crosspoints = channels
+            self.open_crosspoints = self.crosspoints(channels)
 
     def open_all(self) -> None:
         self.write(self.OPEN_ALL)
 
     def closed_channels(self) -> set[str]:
         return self.closed_crosspoints
+
+
+class Keithley3706A(Keithley707B):
+    """A 3706A system switch with matrix cards: the 707B's TSP, the 3706A's channel names."""
+
+    model = "3706A"
+    models = ("3706A",)
 
 
 # ---------------------------------------------------------------------------------------- Keysight 34980A

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,6 +46,9 @@ class Identity:
     description: str
     versions: dict[str, str] = field(default_factory=dict)
     instruments: list[dict[str, str]] = field(default_factory=list)
+    # A bench's settings as its instruments answered them once configured, by instrument and SMU
+    # channel: setting name -> value (JSON types).
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -192,6 +192,7 @@ def test_2450_sense_function_read_ranges_and_integration():
             (":SOUR:VOLT:RANG 2.0", None),
             (":SENS:CURR:RANG:AUTO OFF", None),
             (":SENS:CURR:RANG 0.0001", None),
+            (":SENS:VOLT:NPLC 2.0", None),  # NPLC is per measure function: both the bench reads
             (":SENS:CURR:NPLC 2.0", None),
         ]
     )
@@ -260,7 +261,8 @@ BOUNDS = {
     "2450 current": (*K2450, "current", -1.05, 1.05, ":SOUR:CURR {}"),
     "2450 current limit": (*K2450, "current_limit", 1e-9, 1.05, ":SOUR:VOLT:ILIM {}"),
     "2450 voltage limit": (*K2450, "voltage_limit", 0.02, 210, ":SOUR:CURR:VLIM {}"),
-    "2450 nplc": (*K2450, "nplc", 0.01, 10, ":SENS:CURR:NPLC {}"),
+    "2450 nplc": (*K2450, "nplc", 0.01, 10, ":SENS:VOLT:NPLC {}"),
+    "2450 current nplc": (*K2450, "current_nplc", 0.01, 10, ":SENS:CURR:NPLC {}"),
     "2450 voltage range": (*K2450, "voltage_range", 0.02, 200, ":SOUR:VOLT:RANG {}"),
     "2450 current range": (*K2450, "current_range", 1e-8, 1.0, ":SENS:CURR:RANG {}"),
     "2602B voltage": (*K2602B, "voltage", -40.4, 40.4, "smua.source.levelv = {}"),
@@ -465,6 +467,9 @@ RESET_LINES = {"2450": ["*RST"], "2602B": ["smua.reset()", "reset()", "*RST"], "
 # What each model comes back to (manuals: 2450 defaults 105 µA / 21 V; 2602B smuX.source.limitY
 # defaults 1 A / 40 V; B2900 100 µA / 2 V).
 RESET_LIMITS = {"2450": (105e-6, 21.0), "2602B": (1.0, 40.0), "B2900": (100e-6, 2.0)}
+# ... and their integration time: 1 PLC, but 0.1 PLC on a B2900 (SCPI reference, :SENSe:<CURRent|
+# VOLTage>:NPLCycles: "default is 0.1 PLC").
+RESET_NPLC = {"2450": 1.0, "2602B": 1.0, "B2900": 0.1}
 
 
 @pytest.mark.parametrize("model, line", [(m, line) for m, lines in RESET_LINES.items() for line in lines])
@@ -477,7 +482,7 @@ def test_a_reset_puts_every_setting_back_to_the_instruments_default(model, line)
     smu.nplc = 5.0
     smu.output(True)
     emu.handle(line)
-    assert (state.function, state.level, state.output, state.nplc) == ("V", 0.0, False, 1.0)
+    assert (state.function, state.level, state.output, state.nplc) == ("V", 0.0, False, RESET_NPLC[model])
     assert smu.voltage == 0.0 and smu.current == 0.0
     assert (smu.current_limit, smu.voltage_limit) == pytest.approx(RESET_LIMITS[model])
     assert smu.output_state is False
@@ -551,7 +556,7 @@ SMU_CHANGES = {
     "2602B level": ("k26a", "smua.source.levelv = -1.5", PROBE),
     "2602B output off": ("k26a", "smua.source.output = 0", PROBE),
     "2602B function change": ("k26a", "smua.source.func = 0", PROBE),
-    "2602B current limit": ("k26a", "smua.source.limiti = 1e-9", "k26a.a"),
+    "2602B current limit": ("k26a", "smua.source.limiti = 1e-8", "k26a.a"),  # its least: 10 nA
     "2602B channel reset": ("k26a", "smua.reset()", PROBE),
     "2602B reset": ("k26a", "reset()", PROBE),
     "B2900 level": ("k26c", ":SOUR1:VOLT 0.25", PROBE),

@@ -23,7 +23,20 @@ class SmuState:
     current_limit: float = 1e-4  # A, compliance while forcing voltage
     voltage_limit: float = 2.0  # V, compliance while forcing current
     output: bool = False
-    nplc: float = 1.0
+    # Integration time, PLC, of voltage and of current readings: one setting per measure function
+    # on a 2450 (reference manual §6 [:SENSe[1]]:<function>:NPLCycles), one for both on a 2600B
+    # (smuX.measure.nplc) and a B2900 ("the nplc value is common for all items").
+    voltage_nplc: float = 1.0
+    current_nplc: float = 1.0
+
+    @property
+    def nplc(self) -> float:
+        """The integration time of a voltage reading (what the bench reads), PLC."""
+        return self.voltage_nplc
+
+    @nplc.setter
+    def nplc(self, value: float) -> None:
+        self.voltage_nplc = self.current_nplc = value
 
     @property
     def level(self) -> float:
