@@ -222,7 +222,7 @@ def lines(
     out = [
         f"{path}: sample {index}, {report.readings} readings per node at the "
         f"start conductances; {description}",
-        f"Allan deviation at τ = {taus} s (one reading every {report.seconds_per_reading:.3g} s)",
+        f"Allan deviation at τ = {taus} s (every node read once every {report.seconds_per_reading:.3g} s)",
         f"{'node':>6s} {'mean V':>12s} {'rms µV':>9s}  Allan deviation µV",
     ]
     for k, node in enumerate(report.nodes):

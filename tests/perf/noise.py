@@ -1,6 +1,7 @@
 """`make bench`: training with bench-like readings (sim.noise), printed, never asserted.
 
-XOR (configs/xor.toml, twin, seeds 0-11, 100 epochs) read through SMU error models: how many seeds
+XOR (configs/xor.toml and xor-bench.toml without its pots' steps, twin, seeds 0-11, 100 epochs)
+read through SMU error models: how many seeds
 end at or below -15 dB, noise-free and with noise, at the shipped β and at larger ones, with one
 reading per node or averaged. Also what the readings look like: per-node rms and the spread of the
 centered-VDM estimate at one state.
@@ -58,6 +59,10 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("xor.toml", "2450, β 1e-3, NPLC 1", {"noise": "keithley-2450"}, {"beta": 1e-3}),
     ("xor.toml", "2602B, β 1e-4, NPLC 1", {"noise": "keithley-2602b"}, {"beta": 1e-4}),
     ("xor.toml", "2450, β 1e-4, NPLC 0.1", {"noise": "keithley-2450", "nplc": 0.1}, {"beta": 1e-4}),
+    # The bench's scale (g up to 0.02 S), its pots' steps left out (the twin, continuous conductances).
+    ("xor-bench.toml", "noise-free, β 1e-6 (shipped)", {}, {}),
+    ("xor-bench.toml", "2450, β 1e-6, NPLC 1", {"noise": "keithley-2450"}, {}),
+    ("xor-bench.toml", "2450, β 1e-4, NPLC 1", {"noise": "keithley-2450"}, {"beta": 1e-4}),
 ]
 QUICK = [0, 1, 4]
 
@@ -106,7 +111,7 @@ def main(quick: bool = False) -> None:
             db = list(pool.map(_task, [(f"configs/{config}", backend, training, s) for s in SEEDS]))
             ok = sum(d <= THRESHOLD for d in db)
             print(
-                f"  {config:<9s} {name:<38s} {ok:2d}/12   final dB median {np.median(db):+.1f} "
+                f"  {config:<14s} {name:<38s} {ok:2d}/12   final dB median {np.median(db):+.1f} "
                 f"(range {min(db):+.1f} … {max(db):+.1f}), {time.perf_counter() - start:.0f} s"
             )
 
