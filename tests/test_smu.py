@@ -1,15 +1,18 @@
 """SMU drivers against the exact exchanges their manuals define."""
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
 
 from drivers import benchconfig
-from drivers.instrument import InstrumentError
-from drivers.smu import Keithley2450, Keithley2600B, KeysightB2900
+from drivers.instrument import Control, InstrumentError
+from drivers.smu import Keithley2450, Keithley2600B, Keithley2600BChannel, KeysightB2900, KeysightB2900Channel
 from drivers.transport import LoopbackTransport, ProtocolMismatch, scripted
 from hil import config
+from hil.backends import open_backend
 from sim.virtual.bench import VirtualBench
 from sim.virtual.circuit import EmulatedCircuit
 from sim.virtual.smu_emulators import Emulated2450, Emulated2600B, EmulatedB2900
@@ -592,3 +595,402 @@ def test_an_unchanged_bench_is_not_solved_again(configs, tmp_path):
     virtual.emulators["k26a"].handle("print(smua.source.levelv)")
     virtual.circuit.reading(PROBE)
     assert virtual.circuit.solves == solves
+
+
+# ---------------------------------------------------------------------------------------- manual audit
+# Every command template of every SMU driver, with the manual section that defines it. A control
+# added without its reference fails the first test; the second sends every template to its
+# emulator and asks every query back: none may be refused. Manuals: 2450 reference manual
+# 2450-901-01 §6 (SCPI command reference); Series 2600B reference manual 2600BS-901-01 §7 (TSP
+# command reference); Keysight B2900 SCPI command reference (subsystem commands).
+R2450 = "2450-901-01 §6 "
+R2600B = "2600BS-901-01 §7 "
+RB2900 = "B2900 SCPI reference "
+CITED = {
+    Keithley2450: {
+        "function": R2450 + ":SOURce[1]:FUNCtion[:MODE]",
+        "voltage": R2450 + ":SOURce[1]:<function>[:LEVel][:IMMediate][:AMPLitude]",
+        "current": R2450 + ":SOURce[1]:<function>[:LEVel][:IMMediate][:AMPLitude]",
+        "current_limit": R2450 + ":SOURce[1]:VOLTage:ILIMit[:LEVel]",
+        "voltage_limit": R2450 + ":SOURce[1]:CURRent:VLIMit[:LEVel]",
+        "current_tripped": R2450 + ":SOURce[1]:VOLTage:ILIMit[:LEVel]:TRIPped?",
+        "voltage_tripped": R2450 + ":SOURce[1]:CURRent:VLIMit[:LEVel]:TRIPped?",
+        # fixed: set the current function's only, while every reading is a voltage
+        "nplc": R2450 + "[:SENSe[1]]:<function>:NPLCycles (per measure function)",
+        "current_nplc": R2450 + "[:SENSe[1]]:<function>:NPLCycles (per measure function)",
+        "output_state": R2450 + ":OUTPut[1][:STATe]",
+        "measured_voltage": R2450 + ":MEASure:<function>? (selects that function)",
+        "measured_current": R2450 + ":MEASure:<function>? (selects that function)",
+        "language": R2450 + "*LANG",
+        "sense_function": R2450 + "[:SENSe[1]]:FUNCtion[:ON]",
+        "reading": R2450 + ":READ?",
+        "voltage_range": R2450 + ":SOURce[1]:<function>:RANGe",
+        "current_range": R2450 + "[:SENSe[1]]:<function>:RANGe[:UPPer]",
+        "current_autorange": R2450 + "[:SENSe[1]]:<function>:RANGe:AUTO",
+        "voltage_autorange": R2450 + "[:SENSe[1]]:<function>:RANGe:AUTO",
+        "remote_sense": R2450 + "[:SENSe[1]]:<function>:RSENse",
+        "source_voltage_autorange": R2450 + ":SOURce[1]:<function>:RANGe:AUTO",
+        "source_current_autorange": R2450 + ":SOURce[1]:<function>:RANGe:AUTO",
+        "voltage_off_mode": R2450 + ":OUTPut[1]:<function>:SMODe",
+        "current_off_mode": R2450 + ":OUTPut[1]:<function>:SMODe",
+    },
+    Keithley2600B: {"ascii_precision": R2600B + "format.asciiprecision (6 digits after reset)"},
+    Keithley2600BChannel: {
+        "function": R2600B + "smuX.source.func",
+        "voltage": R2600B + "smuX.source.levelY",
+        "current": R2600B + "smuX.source.levelY",
+        "current_limit": R2600B + "smuX.source.limitY",
+        "voltage_limit": R2600B + "smuX.source.limitY",
+        "nplc": R2600B + "smuX.measure.nplc",
+        "output_state": R2600B + "smuX.source.output",
+        "measured_voltage": R2600B + "smuX.measure.Y()",
+        "measured_current": R2600B + "smuX.measure.Y()",
+        "compliance": R2600B + "smuX.source.compliance",
+        "current_tripped": R2600B + "smuX.source.compliance",
+        "voltage_tripped": R2600B + "smuX.source.compliance",
+        "remote_sense": R2600B + "smuX.sense",
+        "measure_autorangev": R2600B + "smuX.measure.autorangeY",
+        "source_autorangev": R2600B + "smuX.source.autorangeY",
+        "source_autorangei": R2600B + "smuX.source.autorangeY",
+        "off_mode": R2600B + "smuX.source.offmode",
+    },
+    KeysightB2900Channel: {
+        "function": RB2900 + "[:SOURce[c]]:FUNCtion:MODE",
+        "voltage": RB2900 + "[:SOURce[c]]:<CURRent|VOLTage>[:LEVel][:IMMediate][:AMPLitude]",
+        "current": RB2900 + "[:SOURce[c]]:<CURRent|VOLTage>[:LEVel][:IMMediate][:AMPLitude]",
+        "current_limit": RB2900 + "[:SENSe[c]]:<CURRent[:DC]|VOLTage[:DC]>:PROTection[:LEVel]",
+        "voltage_limit": RB2900 + "[:SENSe[c]]:<CURRent[:DC]|VOLTage[:DC]>:PROTection[:LEVel]",
+        "current_tripped": RB2900 + "[:SENSe[c]]:<CURRent[:DC]|VOLTage[:DC]>:PROTection:TRIPped?",
+        "voltage_tripped": RB2900 + "[:SENSe[c]]:<CURRent[:DC]|VOLTage[:DC]>:PROTection:TRIPped?",
+        "nplc": RB2900 + "[:SENSe[c]]:<CURRent[:DC]|VOLTage[:DC]>:NPLCycles (common to all functions)",
+        "output_state": RB2900 + ":OUTPut[c][:STATe]",
+        "measured_voltage": RB2900 + ":MEASure[:<function>]? [chanlist] (switches the output on: ON:AUTO)",
+        "measured_current": RB2900 + ":MEASure[:<function>]? [chanlist] (switches the output on: ON:AUTO)",
+        # new: ON by default, so a reading after output off switched the output back on
+        "auto_on": RB2900 + ":OUTPut[c]:ON:AUTO",
+        "remote_sense": RB2900 + "[:SENSe[c]]:REMote",
+        "source_voltage_autorange": RB2900 + "[:SOURce[c]]:<CURRent|VOLTage>:RANGe:AUTO",
+        "source_current_autorange": RB2900 + "[:SOURce[c]]:<CURRent|VOLTage>:RANGe:AUTO",
+        "off_mode": RB2900 + ":OUTPut[c]:OFF:MODE",
+    },
+}
+# The session-level templates (drivers.instrument.Instrument and the models' ClassVars).
+CITED_SESSION = {
+    Keithley2450: {
+        "*IDN?": "IEEE 488.2 §10.14; " + R2450 + "*IDN?",
+        ":SYST:ERR?": R2450 + ":SYSTem:ERRor[:NEXT]?",
+        "*RST": R2450 + "*RST",
+        "*CLS": R2450 + "*CLS",
+        "*OPC?": R2450 + "*OPC",
+    },
+    Keithley2600B: {
+        "*IDN?": R2600B + "*IDN? (common commands)",
+        "print(errorqueue.next())": R2600B + "errorqueue.next()",
+        "reset()": R2600B + "reset()",
+        "errorqueue.clear()": R2600B + "errorqueue.clear()",
+        "*OPC?": R2600B + "*OPC? (common commands)",
+    },
+    KeysightB2900: {
+        "*IDN?": RB2900 + "*IDN?",
+        ":SYST:ERR?": RB2900 + ":SYSTem:ERRor[:NEXT]?",
+        "*RST": RB2900 + "*RST",
+        "*CLS": RB2900 + "*CLS",
+        "*OPC?": RB2900 + "*OPC?",
+    },
+}
+
+
+def controls(cls) -> set[str]:
+    return {
+        name for klass in cls.__mro__ for name, value in vars(klass).items() if isinstance(value, Control)
+    }
+
+
+@pytest.mark.parametrize("cls", CITED, ids=lambda c: c.__name__)
+def test_every_command_template_of_every_smu_driver_cites_its_manual_section(cls):
+    assert controls(cls) == set(CITED[cls])
+    for name in CITED[cls]:
+        for template in (getattr(cls, name).get, getattr(cls, name).set):
+            assert template is None or isinstance(template, str)
+
+
+@pytest.mark.parametrize("cls", CITED_SESSION, ids=lambda c: c.__name__)
+def test_every_session_template_cites_its_manual_section(cls):
+    sent = {"*IDN?", "*OPC?", cls.error_query, *cls.reset_lines}
+    assert sent == set(CITED_SESSION[cls])
+
+
+# In an order the instruments take (a level is set in its own function on a 2450).
+SETTINGS = [
+    ("current_limit", 2.5e-3),
+    ("voltage_limit", 3.5),
+    ("nplc", 2.0),
+    ("current_nplc", 0.5),
+    ("function", "AMPS"),
+    ("current", -1.25e-4),
+    ("function", "VOLTS"),
+    ("voltage", 0.75),
+    ("output_state", True),
+    ("sense_function", "VOLT"),
+    ("voltage_range", 2.0),
+    ("current_range", 1e-4),
+    ("current_autorange", True),
+    ("voltage_autorange", True),
+    ("remote_sense", False),
+    ("source_voltage_autorange", True),
+    ("source_current_autorange", True),
+    ("voltage_off_mode", "NORM"),
+    ("current_off_mode", "HIMP"),
+    ("measure_autorangev", True),
+    ("source_autorangev", True),
+    ("source_autorangei", False),
+    ("off_mode", 0),
+    ("auto_on", False),
+]
+
+
+@pytest.mark.parametrize("make", EMULATED.values(), ids=EMULATED)
+def test_every_template_is_taken_by_the_emulator_and_every_setting_reads_back(make):
+    smu, _, emu = make()
+    cls = type(smu)
+    names = controls(cls)
+    for name, value in SETTINGS:
+        if name not in names or getattr(cls, name).set is None:
+            continue
+        value = getattr(smu, value) if value in ("AMPS", "VOLTS") else value
+        setattr(smu, name, value)
+        if getattr(cls, name).get is not None and name not in ("voltage_range", "current_range"):
+            assert getattr(smu, name) == value, name
+    for name in sorted(names):
+        if getattr(cls, name).get is not None:
+            getattr(smu, name)  # every query answers
+    assert emu.errors == []
+    assert {n for n in names if getattr(cls, n).set is not None} <= {n for n, _ in SETTINGS}
+    if isinstance(smu, Keithley2600BChannel):
+        smu.parent.ascii_precision = 12
+        assert smu.parent.ascii_precision == 12 and emu.errors == []
+
+
+# ---------------------------------------------------------------------------------------- grammar
+# What a client other than ours sends, and what the instrument answers (None: no reply, nothing
+# queued). Long and short forms, any case, optional nodes, compound lines, MIN/MAX.
+GRAMMAR = {
+    "2450": [
+        (":SOURce:FUNCtion:MODE VOLTage;:SOUR:VOLT:LEV 1.5;:sour:volt?", "1.500000000E+00"),
+        ("SOUR:VOLT:ILIM 2E-3;ILIM?", "2.000000000E-03"),  # the second header continues the first's branch
+        (":SENS:FUNC 'VOLT';:SENS:VOLT:NPLC 2.000000;", None),
+        (":SENSE:VOLTAGE:DC:NPLCYCLES?", "2.000000000E+00"),
+        (":SENS:CURR:NPLC?", "1.000000000E+00"),  # NPLC is per function
+        ("OUTPUT ON;OUTPUT?", "1"),
+        (":SOUR:VOLT:ILIM? ;:SOUR:VOLT:ILIM MAX;:SOUR:VOLT:ILIM?", "2.000000000E-03;1.050000000E+00"),
+        ("*RST;:stat:pres;:*CLS;*ESR?", "0"),
+        (":OUTP?;:SOUR:VOLT?", "0;0.000000000E+00"),
+        ("*LANG?", "SCPI"),
+    ],
+    "2602B": [
+        ("smua.source.levelv=1", None),
+        ("smua.source.levelv   =   -1.5 print(smua.source.levelv)", "-1.50000e+00"),
+        ("smua.source.output = smua.OUTPUT_ON; print(smua.source.output)", "1.00000e+00"),
+        (
+            "smua.source.func=smua.OUTPUT_DCAMPS print(smua.source.func, smua.source.leveli)",
+            "0.00000e+00\t0.00000e+00",
+        ),
+        ("format.asciiprecision = 10 print(smua.source.levelv)", "-1.500000000e+00"),
+        ("smua.measure.v()", None),
+        ("print(smua.source.limiti * 1000)", "1.000000000e+03"),
+        ("*RST", None),
+        ("print(smua.source.output, format.asciiprecision)", "0.00000e+00\t6.00000e+00"),
+        ("waitcomplete() print(localnode.model)", "2602B"),
+    ],
+    "B2900": [
+        (":SOUR1:FUNC:MODE VOLT;:SOUR:VOLT 1;:SOUR1:VOLT:LEV:IMM:AMPL?", "1.000000000E+00"),
+        (":SENS2:CURR:DC:PROT:LEV 1E-3;:SENS2:CURR:PROT?", "1.000000000E-03"),
+        (":SENS:VOLT:NPLC 10;:SENS:CURR:NPLC?", "1.000000000E+01"),  # one NPLC for all functions
+        (":SENS:CURR:NPLC 1000;:SENS:CURR:NPLC?", "1.000000000E+02"),  # the manual: clipped to MAX
+        (":OUTP1:ON:AUTO?", "1"),
+        (":OUTP2:OFF:MODE HIZ;:OUTP2:OFF:MODE?", "HIZ"),
+        ("*OPC?;*STB?", "1;0"),
+    ],
+}
+REFUSED = {
+    "2450": [
+        (":SOUR:VOLT 211", -222),  # beyond ±210 V
+        (":SOUR:CURR 1E-3", -221),  # the level of a function that is not sourcing
+        (":SOUR:VOLT:ILIM 2", -222),  # beyond 1.05 A
+        (":SENS:CURR:NPLC 20", -222),  # 0.01 to 10
+        (":SOUR:VOLT:RANG 2;:SOUR:VOLT 3", -222),  # beyond the fixed 2 V range
+        (":SOUR2:VOLT 1", -114),  # one channel
+        (":SOURCE:VOLTA 1", -113),  # neither the short nor the long form
+        (":OUTP MAYBE", -141),
+        (":SOUR:VOLT one", -104),
+        (":SOUR:VOLT", -109),
+        ("*IDN? 1", -108),
+    ],
+    "2602B": [
+        ("smua.source.levelv = 41", 1011),  # a 2602B sources ±40.4 V
+        ("smua.source.limiti = 1e-9", 1012),  # at least 10 nA
+        ("smua.measure.nplc = 30", 1011),  # 0.001 to 25
+        ("smua.source.nonsense = 1", -286),
+        ("smua.explode()", -286),
+        ("smua.source.levelv = ", -285),
+        ("for i=1,3 do smua.source.levelv = i end", -285),  # loops: not a Lua interpreter
+    ],
+    "B2900": [
+        (":SOUR1:VOLT 211", -222),
+        (":SOUR3:VOLT 1", -114),  # channels 1 and 2
+        (":SOUR:VOLT:RANG 2;:SOUR:VOLT 3", -222),
+        (":SENS:CURR:PROT 4", -222),
+        (":MEAS:VOLT? (@3)", -222),
+        ("*FOO", -113),
+    ],
+}
+MAKERS = {"2450": emulated_2450, "2602B": emulated_2602b, "B2900": emulated_b2900}
+
+
+@pytest.mark.parametrize("model", GRAMMAR)
+def test_the_emulators_take_any_clients_spelling(model):
+    _, _, emu = MAKERS[model]()
+    for line, reply in GRAMMAR[model]:
+        assert emu.handle(line) == reply, line
+        assert emu.errors == [], (line, emu.errors)
+
+
+@pytest.mark.parametrize(
+    "model, line, code", [(m, line, c) for m, cases in REFUSED.items() for line, c in cases]
+)
+def test_the_emulators_refuse_what_the_instrument_refuses_with_its_code(model, line, code):
+    smu, state, emu = MAKERS[model]()
+    before = (state.function, state.voltage, state.current, state.current_limit, state.nplc)
+    assert emu.handle(line) is None
+    assert [c for c, _ in emu.errors][-1:] == [code]
+    if "RANG" not in line:
+        assert (state.function, state.voltage, state.current, state.current_limit, state.nplc) == before
+    with pytest.raises(InstrumentError, match=str(code)):
+        smu.check_errors()
+
+
+def test_a_2601b_has_no_channel_b_and_a_b2901a_no_channel_2():
+    bench = BenchState()
+    emu = Emulated2600B("k", "Keithley Instruments Inc., Model 2601B, 1, 3.3.5", bench, _no_circuit)
+    assert "k.b" not in bench.smus
+    emu.handle("smub.source.levelv = 1")
+    assert emu.errors[-1][0] == -286 and "smub" in emu.errors[-1][1]
+    b29 = EmulatedB2900("b", "Keysight Technologies,B2901A,MY1,3.4", bench, _no_circuit)
+    b29.handle(":OUTP2 ON")
+    assert "b.2" not in bench.smus and b29.errors[-1][0] == -114
+    inst = KeysightB2900(LoopbackTransport(b29), "b")
+    inst.identify()
+    with pytest.raises(ValueError, match=r"channels 1$"):
+        inst.channel("2")
+
+
+def test_a_b2900_model_the_driver_has_no_ratings_for_is_refused_at_identify():
+    t = scripted([("*IDN?", "Keysight Technologies,B2910BL,MY1,1.0")])
+    with pytest.raises(InstrumentError, match=r"B2910BL.*ratings"):
+        KeysightB2900(t, "b29").identify()
+    t.assert_done()
+
+
+# ---------------------------------------------------------------------------------------- explicit modes
+def test_a_b2900_switches_its_output_back_on_at_a_reading_unless_prepared():
+    """:OUTPut:ON:AUTO is ON after *RST: the B2900 turns a switched-off output on again for the next
+    measurement. `prepare` switches that off, so output off stays off."""
+    smu, state, emu = emulated_b2900()
+    smu.source_voltage(current_limit=1e-3)
+    smu.output(False)
+    smu.measure_voltage()
+    assert state.output is True  # the instrument's default, which the bench must not rely on
+    smu.prepare()
+    smu.output(False)
+    smu.measure_voltage()
+    smu.measure_current()
+    assert state.output is False and smu.auto_on is False
+    emu.handle("*RST")
+    assert smu.auto_on is True  # a reset brings it back: the bench prepares after every reset
+
+
+@pytest.mark.parametrize(
+    "make, lines",
+    [
+        (Keithley2450, ["*RST", "*CLS", "*OPC?"]),
+        (Keithley2600B, ["reset()", "errorqueue.clear()", "*OPC?"]),
+        (KeysightB2900, ["*RST", "*CLS", "*OPC?"]),
+    ],
+)
+def test_reset_and_clear_sends_the_models_reset_and_waits_for_it(make, lines):
+    t = scripted([(line, "1" if line.endswith("?") else None) for line in lines])
+    make(t, "smu").reset_and_clear()
+    t.assert_done()
+
+
+def test_prepare_sets_every_mode_the_bench_relies_on_in_the_manuals_words():
+    t = scripted(
+        [
+            (':SENS:FUNC "VOLT"', None),
+            (":SENS:VOLT:RANG:AUTO ON", None),
+            (":SENS:VOLT:RSEN OFF", None),
+            (":SOUR:VOLT:RANG:AUTO ON", None),
+            (":SOUR:CURR:RANG:AUTO ON", None),
+            (":OUTP:VOLT:SMOD NORM", None),
+            (":OUTP:CURR:SMOD NORM", None),
+            ("format.asciiprecision = 12", None),
+            ("smua.sense = 0", None),
+            ("smua.measure.autorangev = 1", None),
+            ("smua.source.autorangev = 1", None),
+            ("smua.source.autorangei = 1", None),
+            ("smua.source.offmode = 0", None),
+            (":OUTP2:ON:AUTO OFF", None),
+            (":SENS2:REM OFF", None),
+            (":SOUR2:VOLT:RANG:AUTO ON", None),
+            (":SOUR2:CURR:RANG:AUTO ON", None),
+        ]
+    )
+    Keithley2450(t, "k24").prepare()
+    k26 = Keithley2600B(t, "k26")
+    k26.prepare()
+    k26.channel("a").prepare()
+    KeysightB2900(t, "b29").channel("2").prepare()
+    t.assert_done()
+
+
+def test_the_bench_resets_clears_sets_every_mode_and_records_what_each_instrument_answers(configs, tmp_path):
+    """A bench left dirty by its last user (errors queued, auto-on, 4-wire, another NPLC, a 6-digit
+    print format): after connect every instrument is in the run's state, and the settings each
+    one answered are in the backend's identity for the run log."""
+    virtual = mixed_bench(configs, tmp_path).start()
+    try:
+        emus = virtual.emulators
+        emus["k24"].handle(":SENS:VOLT:RSEN ON;:SENS:CURR:NPLC 7;:SOUR:VOLT 500")  # and a -222 queued
+        emus["k26c"].handle(":SENS1:REM ON;:SOUR1:VOLT 999")
+        emus["k26a"].handle("smua.sense = 1 smua.nonsense()")
+        text = (tmp_path / "bench.toml").read_text().replace("emulated = true", "emulated = false")
+        for name, address in virtual.addresses.items():
+            text = re.sub(
+                rf'(\[instruments\.{name}\]\nmodel = "[^"]+"\naddress = )"[^"]+"', rf'\1"{address}"', text
+            )
+        (tmp_path / "served.toml").write_text(text)
+        e = config.load(tmp_path / "served.toml")
+        backend = open_backend(e)
+        try:
+            settings = backend.identity().settings
+        finally:
+            backend.close()
+    finally:
+        virtual.stop()
+    nplc = benchconfig.read(tmp_path / "served.toml").nplc
+    k24 = settings["k24"]
+    assert (k24["nplc"], k24["current_nplc"], k24["remote_sense"], k24["sense_function"]) == (
+        nplc,
+        nplc,
+        False,
+        "VOLT",
+    )
+    assert k24["function"] == "CURR" and k24["output_state"] is True  # the nudge: a current source
+    for ch in ("k26c.1", "k26c.2"):  # both B2900 channels, the unused one too
+        assert settings[ch]["auto_on"] is False and settings[ch]["remote_sense"] is False
+    assert settings["k26a"]["ascii_precision"] == 12 and settings["k26a.a"]["remote_sense"] is False
+    assert settings["k26a.a"]["function"] == "1" and settings["k26a.a"]["nplc"] == nplc
+    assert settings["matrix"]["connect_rule"] == 1 and settings["matrix"]["closed_crosspoints"] == []
+    smu_keys = {key for key in virtual.state.smus}
+    assert smu_keys <= set(settings)
+    json.dumps(settings)  # what the run log stores

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from drivers import benchconfig
-from drivers.instrument import InstrumentError
+from drivers.instrument import Control, InstrumentError
 from drivers.roles import SwitchMatrix
-from drivers.switch import Keithley707B, Keysight34980A
+from drivers.switch import Keithley707B, Keithley3706A, Keysight34980A
 from drivers.transport import LoopbackTransport, ProtocolMismatch, scripted
 from hil import config
 from sim.virtual.bench import VirtualBench
@@ -293,7 +293,7 @@ def test_drivers_against_emulators_agree():
 def test_drivers_raise_what_the_emulators_queue():
     keithley, keysight, _, _ = matrices()
     keithley.write("channel.explode()")
-    with pytest.raises(InstrumentError, match="k707b reports -286: TSP Runtime error.*call field `explode'"):
+    with pytest.raises(InstrumentError, match=r"k707b reports -286: TSP Runtime error.*call field `explode'"):
         keithley.check_errors()
     keithley.check_errors()  # drained
     keysight.write("ROUT:CLOS (@9101)")
@@ -434,3 +434,149 @@ def test_a_relay_query_changes_nothing_and_solves_nothing(configs, tmp_path, mod
     assert virtual.emulators["matrix"].handle(query) in ("1A03", "1")
     virtual.circuit.reading(PROBE)
     assert (virtual.circuit.solves, virtual.state.version) == (solves, version)
+
+
+# ---------------------------------------------------------------------------------------- manual audit
+# Every command the matrix drivers send, with the manual section that defines it: 707B reference
+# manual 707B-901-01 §7 (ICL commands, "channel" functions), Series 3700A reference manual
+# 3700AS-901-01 §8 (TSP commands; §5 channel specifiers), 34980A programmer's reference (ROUTe,
+# SYSTem subsystems). Every template must be cited; the emulators take every one.
+R707B = "707B-901-01 §7 "
+R3706A = "3700AS-901-01 §8 "
+R34980A = "34980A programmer's reference "
+CITED = {
+    Keithley707B: {
+        'channel.close("{value}")': R707B + "channel.close()",
+        'channel.open("{value}")': R707B + "channel.open()",
+        'print(channel.getclose("allslots"))': R707B + "channel.getclose()",
+        "print(channel.connectrule)": R707B + "channel.connectrule",
+        "channel.connectrule = {value}": R707B + "channel.connectrule",
+        'channel.open("allslots")': R707B + "channel.open() (allslots)",
+        "print(errorqueue.next())": R707B + "errorqueue.next()",
+        "reset()": R707B + "reset()",
+        "errorqueue.clear()": R707B + "errorqueue.clear()",
+        "*IDN?": R707B + "*IDN? (common commands)",
+        "*OPC?": R707B + "*OPC? (common commands)",
+    },
+    Keysight34980A: {
+        "ROUT:CLOS (@{value})": R34980A + "ROUTe:CLOSe",
+        "ROUT:OPEN (@{value})": R34980A + "ROUTe:OPEN",
+        "ROUT:OPEN:ALL": R34980A + "ROUTe:OPEN:ALL",
+        "ROUT:CLOS? (@{channels})": R34980A + "ROUTe:CLOSe?",
+        "SYST:ERR?": R34980A + "SYSTem:ERRor?",
+        "*RST": R34980A + "*RST",
+        "*CLS": R34980A + "*CLS",
+        "*IDN?": R34980A + "*IDN?",
+        "*OPC?": R34980A + "*OPC?",
+    },
+}
+# The 3706A sends the 707B's commands (3700A RM §8 channel.close(), .open(), .getclose(),
+# .connectrule, reset(), errorqueue): only its channel names differ (3700A RM §5).
+CITED[Keithley3706A] = {
+    template: R3706A + ref.split(" ", 1)[1] for template, ref in CITED[Keithley707B].items()
+}
+
+
+def templates(cls) -> set[str]:
+    found = {"*IDN?", "*OPC?", cls.error_query, *cls.reset_lines}
+    for klass in cls.__mro__:
+        for name, value in vars(klass).items():
+            if isinstance(value, Control):
+                found.update(t for t in (value.get, value.set) if t is not None)
+            elif name in ("OPEN_ALL", "STATE_QUERY"):
+                found.add(value)
+    return found
+
+
+@pytest.mark.parametrize("cls", CITED, ids=lambda c: c.__name__)
+def test_every_command_template_of_every_matrix_driver_cites_its_manual_section(cls):
+    assert templates(cls) == set(CITED[cls])
+
+
+@pytest.mark.parametrize(
+    "make, emulator, idn, names",
+    [
+        (Keithley707B, Keithley707BEmulator, IDN_707B, ["1A01", "2H12"]),
+        (Keithley707B, Keithley707BEmulator, IDN_3706A, ["1101", "2616", "31412"]),
+        (Keysight34980A, Keysight34980AEmulator, IDN_34980A, ["1101", "2899"]),
+    ],
+)
+def test_a_whole_session_of_every_template_is_taken_by_the_emulator(make, emulator, idn, names):
+    bench, relays = BenchState(), RelayState()
+    emu = emulator(relays, bench, identity=idn)
+    matrix = make(LoopbackTransport(emu), "matrix")
+    matrix.identify()
+    matrix.reset_and_clear()
+    matrix.prepare()
+    matrix.close_channels(names)
+    assert matrix.closed_channels() == set(names) == relays.closed
+    matrix.open_channels(names[:1])
+    matrix.wait_complete()
+    settings = matrix.applied_settings()
+    matrix.open_all()
+    matrix.check_errors()
+    assert relays.closed == set() and emu.errors == []
+    if make is Keithley707B:
+        assert settings == {"connect_rule": 1, "closed_crosspoints": sorted(names[1:])}
+
+
+def test_a_3706a_is_driven_with_its_own_channel_names_and_refuses_the_707b_ones():
+    bench, relays = BenchState(), RelayState()
+    emu = Keithley707BEmulator(relays, bench, identity=IDN_3706A)
+    matrix = Keithley707B(LoopbackTransport(emu), "matrix")
+    matrix.identify()
+    with pytest.raises(ValueError, match="not a 3706A crosspoint"):
+        matrix.close_channels(["1A01"])  # a 707B name: nothing is sent
+    assert (
+        emu.handle('channel.close("1A01")') is None and emu.errors[-1][0] == -286
+    )  # and the 3706A refuses it
+    matrix.close_channels(["1101"])
+    assert relays.closed == {"1101"}
+    three = Keithley3706A(scripted([('channel.close("1101")', None)]), "m")
+    three.close_channels(["1101"])
+    three.transport.assert_done()
+
+
+def test_reset_and_clear_and_prepare_send_the_manuals_lines():
+    t = scripted(
+        [("reset()", None), ("errorqueue.clear()", None), ("*OPC?", "1"), ("channel.connectrule = 1", None)]
+    )
+    matrix = Keithley707B(t, "matrix")
+    matrix.reset_and_clear()
+    matrix.prepare()
+    t.assert_done()
+    t = scripted([("*RST", None), ("*CLS", None), ("*OPC?", "1")])
+    Keysight34980A(t, "matrix").reset_and_clear()
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "line, closed",
+    [
+        ('channel.close("1A01:1B02")', {"1A01", "1A02", "1B01", "1B02"}),  # a range: rows x columns
+        ("channel.close('1A01;1C03')", {"1A01", "1C03"}),  # single quotes, ';' between channels
+        ('  channel.close ( "1A01" )  ', {"1A01"}),
+        ('channel.close("1A01") channel.close("1A02")', {"1A01", "1A02"}),
+        ('channel.exclusiveclose("1B05")', {"1B05"}),
+        ('channel.close("1A01") reset()', set()),
+    ],
+)
+def test_the_707b_emulator_takes_tsp_as_scripts_write_it(line, closed):
+    bench, relays = BenchState(), RelayState()
+    relays.closed.add("1H12")
+    emu = Keithley707BEmulator(relays, bench)
+    if "exclusive" not in line and "reset" not in line:
+        closed = closed | {"1H12"}
+    assert emu.handle(line) is None
+    assert relays.closed == closed and emu.errors == []
+
+
+def test_the_34980a_emulator_takes_long_forms_and_answers_488_2():
+    bench, relays = BenchState(), RelayState()
+    emu = Keysight34980AEmulator(relays, bench)
+    assert emu.handle("rout:close (@1101);:ROUTE:CLOSE? (@1101,1102)") == "1,0"
+    assert emu.handle("CLOSe:EXCLusive (@1203)") is None and relays.closed == {"1203"}
+    assert emu.handle("*ESR?;*OPC?;SYSTEM:ERROR?") == '128;1;+0,"No error"'  # power-on bit, once
+    assert emu.handle("*CLS;*ESR?") == "0"
+    assert emu.handle("ROUT:OPEN:ALL 9") is None and emu.errors[-1][0] == -222
+    assert emu.handle("*ESR?") == "16"  # an execution error

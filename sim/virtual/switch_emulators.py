@@ -142,9 +142,16 @@ class Keithley707BEmulator(_Relays, TspFrontEnd):
         return (";".join(closed) if closed else None,)
 
     def every_channel(self, slots: Iterable[int]) -> list[str]:
+        """Every crosspoint of the slots' cards (a 6x16 card in a 3706A slot), and any relay closed
+        there under another card's naming."""
+        slots = sorted(slots)
         if self.is_3706a:
-            return [f"{s}{r}{c:02d}" for s in sorted(slots) for r in range(1, 7) for c in range(1, 17)]
-        return [f"{s}{r}{c:02d}" for s in sorted(slots) for r in "ABCDEFGH" for c in range(1, 13)]
+            names = [f"{s}{r}{c:02d}" for s in slots for r in range(1, 7) for c in range(1, 17)]
+        else:
+            names = [f"{s}{r}{c:02d}" for s in slots for r in "ABCDEFGH" for c in range(1, 13)]
+        with self.bench.lock:
+            known = set(names)
+            return names + sorted(n for n in self.relays.closed if int(n[0]) in slots and n not in known)
 
     def channels(self, argument: str, allow_all: bool) -> list[str]:
         """The channels a channel list names (items separated by `,` or `;`, ranges `1A01:1A04`,
