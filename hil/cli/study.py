@@ -88,9 +88,10 @@ def _gradcheck_repeated(
     args: argparse.Namespace, experiment: config.Experiment, x: np.ndarray, t: np.ndarray
 ) -> int:
     """`--repeat N`: the estimate taken N times at one state, each against the finite-difference
-    gradient. On a simulator read through an error model ([backend] noise) the reference is the
-    same simulator read exactly (finite differences of readings would be noise); elsewhere it is
-    the backend's own, as without --repeat."""
+    gradient. Finite differences of noisy readings would be noise, so where readings are noisy the
+    reference is exact: on a simulator read through an error model ([backend] noise), the same
+    simulator read exactly; on a bench, the twin at the conductances the bench realised. Elsewhere
+    it is the backend's own, as without --repeat."""
     hyper = experiment.hyper()
     if args.repeat < 2:
         raise ValueError(f"--repeat {args.repeat} must be at least 2 (the spread of N estimates)")
@@ -100,12 +101,13 @@ def _gradcheck_repeated(
     if not beta > 0:
         raise ValueError(f"--beta {beta} must be > 0 (A/V)")
     method = args.method or hyper.method
-    noisy = experiment["backend"].get("noise", "none") != "none"
+    name = experiment["backend"]["name"]
+    noisy = name == "bench" or experiment["backend"].get("noise", "none") != "none"
     backend = open_backend(experiment, method)
     try:
         g = backend.program(experiment.start_conductances())
         if noisy:
-            exact_backend = {**experiment["backend"], "noise": "none"}
+            exact_backend = {"name": "numeric" if name == "bench" else name, "noise": "none"}
             exact = config.load(args.config, {**overrides(args), "backend": exact_backend})
             reference = open_backend(exact, method)
             try:
@@ -128,7 +130,13 @@ def _gradcheck_repeated(
     if args.json:
         print(json.dumps({**head, "repeat": args.repeat, "exact_reference": noisy, **report}))
         return 0
-    against = "the noise-free simulator's" if noisy else "the same backend's"
+    against = (
+        "the twin's (at the realised conductances)"
+        if name == "bench"
+        else "the noise-free simulator's"
+        if noisy
+        else "the same backend's"
+    )
     print(
         f"{args.config}: sample {args.sample}, method {method}, beta {beta:g} A/V, {args.repeat} estimates "
         f"against {against} finite-difference gradient"
