@@ -227,9 +227,51 @@ class BenchBackend:
         self._settles += 1
         if self._settles % VERIFY_EVERY == 0:
             self.verify()
+        src_sign, _ = self.network.sign_multipliers(self._g)
+        return self._apply(self.network.source_values(inputs) * src_sign, nudge_currents)
+
+    def settle_levels(
+        self, levels: dict[str, float], nudge_currents: dict[str, float] | None = None
+    ) -> tuple[State, dict[str, float]]:
+        """Each named source at its own level (the rest at 0 V), with the same checks as `settle`;
+        returns the state and every source's current out of its SMU into the board, which
+        `hil calibrate-pots` needs (a data set's inputs tie several sources together)."""
+        self._check_open()
+        unknown = sorted(set(levels) - {s.name for s in self.network.sources})
+        if unknown:
+            raise BackendError(f"no source {unknown[0]} in network '{self.network.name}'")
+        array = np.array([float(levels.get(s.name, 0.0)) for s in self.network.sources])
+        state = self._apply(array, nudge_currents)
+        currents = {
+            s.name: float(self._guard(self.hw.smus[self.config.sources[s.name]].measure_current))
+            for s in self.network.sources
+        }
+        return state, currents
+
+    def program_codes(self, codes: dict[str, int]) -> np.ndarray:
+        """Edges' pots set to raw codes (calibration); the bench believes each at its part's
+        conductance for that code (nominal, or the loaded calibration). Returns those beliefs."""
+        self._check_open()
+        per_bank: dict[str, dict[int, int]] = {}
+        for edge, code in codes.items():
+            if edge not in self.config.pots:
+                raise BackendError(f"no pot for edge {edge} in this bench config")
+            bank, channel = self.config.pots[edge]
+            per_bank.setdefault(bank, {})[channel] = code
+        for bank, wanted in per_bank.items():
+            self._guard(self.hw.pots[bank].write_codes, wanted)
+        for k, edge_ in enumerate(self.network.conductances):
+            bank, channel = self.config.pots[edge_.name]
+            pots = self.hw.pots[bank]
+            # a channel not written since the reset is at the firmware's safe code
+            self._g[k] = pots.pot.conductance(channel, pots.written.get(channel, SAFE_CODE))
+        if self._inverted:
+            self._set_inversions(set())  # raw codes are positive weights
+        return self._g.copy()
+
+    def _apply(self, levels: np.ndarray, nudge_currents: dict[str, float] | None) -> State:
+        """Source levels (network order) and nudges applied, every node read back."""
         net, lim = self.network, self.limits
-        src_sign, _ = net.sign_multipliers(self._g)
-        levels = net.source_values(inputs) * src_sign
         worst = float(np.max(np.abs(levels), initial=0.0))
         if worst > lim["max_volts"]:
             raise BenchSafetyError(
