@@ -423,6 +423,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "beta": number(
             1e-6, 1e-15, 1.0, "A/V", "nudge strength β, A/V", rule="> 0 A/V (from 1e-15 to 1 A/V)"
         ),
+        # A bench's nudge channel sources at most 0.1 A (drivers.benchconfig's hard limit); below
+        # 1e-15 A no node moves by more than a double resolves.
+        "nudge_current": Key(
+            0.0,
+            NUMBER,
+            lambda v: v == 0 or 1e-15 <= v <= 0.1,
+            "0 (nudge with beta) or a current from 1e-15 to 0.1 A",
+            "constant-current nudge I0, A: each sample's β = I0/‖t − y‖, so every nudge's current "
+            "vector has norm I0, instead of `beta` (0: nudge with `beta`; else from 1e-15 to 0.1 A)",
+        ),
         "learning_rate": number(2e-4, 1e-15, 1e3, "", "η in g ← g − η·∂L/∂g"),
         "layer_learning_rates": Key(
             {},
@@ -632,6 +642,7 @@ class Experiment:
             self._built["hyper"] = Hyper(
                 method=t["method"],
                 beta=float(t["beta"]),
+                nudge_current=float(t["nudge_current"]),
                 learning_rate=float(t["learning_rate"]),
                 layer_learning_rates={int(k): float(v) for k, v in t["layer_learning_rates"].items()},
                 epochs=t["epochs"],
@@ -779,15 +790,19 @@ def twin_cost(size: Size) -> tuple[float, float]:
 BENCH_CHECK_GROUP = "eqprop_hil.bench_check"
 
 
-def _check_bench(experiment: Experiment) -> None:
+def _check_bench(experiment: Experiment) -> dict[str, Any]:
+    """Runs every registered check; returns the [conductances] values a check narrowed (a
+    calibrated bench's pots realise less than the experiment's device range)."""
     checks = list(metadata.entry_points(group=BENCH_CHECK_GROUP))
     if not checks:
         raise ConfigError(
             f"{experiment.bench.path if experiment.bench else experiment.path}: no bench backend is "
             "installed to check this bench config: install eqprop-hil with `pip install -e .`"
         )
+    narrowed: dict[str, Any] = {}
     for entry in checks:
-        entry.load()(experiment)
+        narrowed.update(entry.load()(experiment) or {})
+    return narrowed
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -896,7 +911,12 @@ def _experiment(path: Path, raw: dict[str, Any], bench: BenchFile | None) -> Exp
     except ValueError as exc:
         raise ConfigError(f"{path}: [circuit] {exc}") from exc
     if bench is not None:
-        _check_bench(experiment)
+        narrowed = _check_bench(experiment)
+        if narrowed:
+            # The trainer clips to what the bench's pots realise; the run log keeps these values.
+            values = {**experiment.values, "conductances": {**experiment["conductances"], **narrowed}}
+            experiment = Experiment(path, values, bench)
+            _check_bench(experiment)
     return experiment
 
 
@@ -1114,6 +1134,11 @@ def _check_optimisation(path: Path, t: dict[str, Any], given: Any, c: dict[str, 
                 f'{path}: [training] {name} applies only to {needs} = {want}, not "{t[needs]}": remove it '
                 f"or set {needs} = {want.split(' or ')[0]}"
             )
+    if t["nudge_current"] > 0 and set_("beta"):
+        raise ConfigError(
+            f"{path}: [training] beta = {t['beta']} and nudge_current = {t['nudge_current']} both set the "
+            "nudge: nudge_current chooses β per sample (I0/‖t − y‖); remove one of them"
+        )
     if t["nesterov"] and t["momentum"] == 0:
         raise ConfigError(f"{path}: [training] nesterov = true needs momentum > 0: give momentum (e.g. 0.9)")
     if t["prune_below"] == 0:

@@ -9,6 +9,11 @@ conductance); `compensated` turns it into the gradient the trainer applies (per-
                          raw = −s·(D_nudged − D_free) / (2β),  D = (P(|g_k|·(1+ε)) − P) / (ε·|g_k|)
 with s = the network's nudge sign (+1 toward the target; −1 for the seed's reversed wiring) and
 P the power absorbed by every element but the independent sources.
+
+β is one strength for every sample, or (a constant-current nudge, `nudge_current` = I0) chosen per
+sample after its free phase: β = I0/‖t − y‖, so every nudge's current vector has norm I0 whatever
+the sample's error. Each sample's formula divides by its own β: the estimate of each sample's
+gradient is the same formula at that sample's β, so it stays unbiased to the same order.
 """
 
 from __future__ import annotations
@@ -85,6 +90,27 @@ def nudged(backend: Backend, inputs: np.ndarray, targets: np.ndarray, y: np.ndar
     return settle(backend, inputs, nudges, f"nudged (beta {beta:+g} A/V)")
 
 
+Strength = float | np.ndarray  # β: one for all samples, or one per sample ([samples])
+
+
+def _shown(beta: Strength) -> str:
+    """β for a phase's name: the one value, or the range of a batch's per-sample values."""
+    b = np.asarray(beta, dtype=float)
+    if b.ndim == 0 or b.min() == b.max():
+        return f"beta {float(b.flat[0]):+g} A/V"
+    return f"beta {b.min():+g} … {b.max():+g} A/V"
+
+
+def strength(
+    network: Network, targets: np.ndarray, y: np.ndarray, beta: float, nudge_current: float
+) -> Strength:
+    """The β each sample is nudged with: `beta`, or for a constant-current nudge (`nudge_current`
+    > 0, A) I0/‖t − y‖ from the sample's free-phase outputs."""
+    if nudge_current > 0:
+        return network.constant_current_beta(targets, y, nudge_current)
+    return beta
+
+
 @dataclass(frozen=True)
 class Sample:
     """What an estimator works from: one sample, or a batch of them (arrays with a leading sample
@@ -101,40 +127,43 @@ class Sample:
     def batched(self) -> bool:
         return self.inputs.ndim == 2
 
-    def nudged(self, beta: float) -> State:
+    def nudged(self, beta: Strength) -> State:
         if not self.batched:
-            return nudged(self.backend, self.inputs, self.targets, self.outputs, beta)
+            return nudged(self.backend, self.inputs, self.targets, self.outputs, float(beta))
         net = self.backend.network
         return settle_batch(
             self.backend,
             self.inputs,
             net.nudge_matrix(self.targets, self.outputs, beta),
-            f"nudged (beta {beta:+g} A/V)",
+            f"nudged ({_shown(beta)})",
         )
 
 
-def _vdm(s: Sample, beta: float, eps: float) -> np.ndarray:
+def _vdm(s: Sample, beta: Strength, eps: float) -> np.ndarray:
     net = s.backend.network
-    return _difference_of_squares(net, s.nudged(beta), s.free, 2 * beta)
+    return _difference_of_squares(net, s.nudged(beta), s.free, 2 * np.asarray(beta, dtype=float))
 
 
-def _vdm_centered(s: Sample, beta: float, eps: float) -> np.ndarray:
+def _vdm_centered(s: Sample, beta: Strength, eps: float) -> np.ndarray:
+    # +β and −β of the same inputs in one settle_batch (rows k and n + k; one sample: a batch of
+    # two): half the backend's per-call cost, and a bench reads each node's pair back to back.
     net = s.backend.network
-    if not s.batched:
-        return _difference_of_squares(net, s.nudged(beta), s.nudged(-beta), 4 * beta)
-    # +β and −β of a batch in one settle_batch of twice its size: half the backend's per-call cost.
-    n = len(s.inputs)
-    nudges = np.concatenate(
-        [net.nudge_matrix(s.targets, s.outputs, beta), net.nudge_matrix(s.targets, s.outputs, -beta)]
-    )
+    inputs, targets, y = np.atleast_2d(s.inputs), np.atleast_2d(s.targets), np.atleast_2d(s.outputs)
+    b = np.atleast_1d(np.asarray(beta, dtype=float))
+    n = len(inputs)
+    nudges = np.concatenate([net.nudge_matrix(targets, y, b), net.nudge_matrix(targets, y, -b)])
     both = settle_batch(
-        s.backend, np.concatenate([s.inputs, s.inputs]), nudges, f"nudged (beta ±{beta:g} A/V)"
+        s.backend,
+        np.concatenate([inputs, inputs]),
+        nudges,
+        f"nudged ({_shown(beta)}, then {_shown(-np.asarray(beta))})",
     )
     plus, minus = State(both.voltages[:n], None), State(both.voltages[n:], None)
-    return _difference_of_squares(net, plus, minus, 4 * beta)
+    raw = _difference_of_squares(net, plus, minus, 4 * b)
+    return raw if s.batched else raw[0]
 
 
-def _difference_of_squares(net: Network, first: State, second: State, scale: float) -> np.ndarray:
+def _difference_of_squares(net: Network, first: State, second: State, scale: Strength) -> np.ndarray:
     """s·(ΔV_first² − ΔV_second²)/scale per edge (paired as the network says), computed as
     (ΔV_first − ΔV_second)(ΔV_first + ΔV_second): the drops of the nodes' difference and sum, no
     squares that cancel, two passes over [samples, edges] fewer."""
@@ -143,18 +172,25 @@ def _difference_of_squares(net: Network, first: State, second: State, scale: flo
     raw = across * along
     if net.estimator_pairing is not None:
         raw = raw[..., net.pairing]
-    raw *= net.nudge_sign / scale
+    scale = np.asarray(scale, dtype=float)
+    raw *= net.nudge_sign / (scale[:, None] if scale.ndim else scale)
     return raw
 
 
-def _pcm(s: Sample, beta: float, eps: float) -> np.ndarray:
+def _pcm(s: Sample, beta: Strength, eps: float) -> np.ndarray:
     if s.batched:  # the seed's PCM re-solves per perturbed conductance: one sample at a time
+        betas = np.broadcast_to(np.asarray(beta, dtype=float), len(s.inputs))
         return np.array(
             [
-                _pcm(Sample(s.backend, s.conductances, x, t, _row(s.free, k), s.outputs[k]), beta, eps)
+                _pcm(
+                    Sample(s.backend, s.conductances, x, t, _row(s.free, k), s.outputs[k]),
+                    float(betas[k]),
+                    eps,
+                )
                 for k, (x, t) in enumerate(zip(s.inputs, s.targets, strict=True))
             ]
         )
+    beta = float(beta)
     backend, g, net = s.backend, s.conductances, s.backend.network
     p_free = absorbed_power(net, s.free, g)
     p_nudged = absorbed_power(net, s.nudged(beta), g)
@@ -175,7 +211,7 @@ def _pcm(s: Sample, beta: float, eps: float) -> np.ndarray:
 
 # The estimators by name: each turns a sample's free phase into the raw formula per edge, running
 # whatever nudged phases (and, for PCM, perturbed re-solves) it needs. `eps` is PCM's perturbation.
-ESTIMATORS: dict[str, Callable[[Sample, float, float], np.ndarray]] = {
+ESTIMATORS: dict[str, Callable[[Sample, Strength, float], np.ndarray]] = {
     "vdm": _vdm,
     "vdm-centered": _vdm_centered,
     "pcm": _pcm,
@@ -202,15 +238,18 @@ def measure(
     method: str,
     beta: float,
     pcm_perturbation: float = 0.01,
+    nudge_current: float = 0.0,
 ) -> Measurement:
     """Free phase, nudged phase(s) and the raw estimate for one sample at `conductances`
-    (already programmed into the backend)."""
+    (already programmed into the backend). `nudge_current` > 0 (A): a constant-current nudge,
+    β = nudge_current/‖t − y‖ (`beta` is then not used)."""
     if method not in ESTIMATORS:
         check_methods([method])
     free = settle(backend, inputs, None, "free")
     y = outputs(backend.network, free)
     sample = Sample(backend, conductances, inputs, targets, free, y)
-    return Measurement(free, y, loss(targets, y), ESTIMATORS[method](sample, beta, pcm_perturbation))
+    b = strength(backend.network, targets, y, beta, nudge_current)
+    return Measurement(free, y, loss(targets, y), ESTIMATORS[method](sample, b, pcm_perturbation))
 
 
 @dataclass(frozen=True)
@@ -231,16 +270,19 @@ def measure_batch(
     method: str,
     beta: float,
     pcm_perturbation: float = 0.01,
+    nudge_current: float = 0.0,
 ) -> BatchMeasurement:
     """`measure` for many samples at once, at the same programmed conductances: each phase is
-    one `settle_batch`, which a backend may solve together."""
+    one `settle_batch`, which a backend may solve together. With `nudge_current` each sample has
+    its own β."""
     if method not in ESTIMATORS:
         check_methods([method])
     inputs, targets = np.asarray(inputs, dtype=float), np.asarray(targets, dtype=float)
     free = settle_batch(backend, inputs, None, "free")
     y = outputs(backend.network, free)
     sample = Sample(backend, conductances, inputs, targets, free, y)
-    raw = ESTIMATORS[method](sample, beta, pcm_perturbation)
+    b = strength(backend.network, targets, y, beta, nudge_current)
+    raw = ESTIMATORS[method](sample, b, pcm_perturbation)
     return BatchMeasurement(free, y, 0.5 * np.sum((targets - y) ** 2, axis=1), raw)
 
 

@@ -15,6 +15,9 @@ from functools import cached_property
 import numpy as np
 
 GROUND = "0"
+# ‖t − y‖ below which a constant-current nudge's β stops growing, V: far below any reading's
+# resolution, so only a sample exactly at its target (no nudge at all) meets it.
+NUDGE_FLOOR = 1e-15
 _NODE = re.compile(r"[a-z0-9_]+")
 _ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -332,10 +335,35 @@ class Network:
                 m[j, index[o.minus]] -= 1.0
         return m
 
-    def nudge_matrix(self, targets: np.ndarray, outputs: np.ndarray, beta: float) -> np.ndarray:
-        """`nudge_currents` for a batch: [samples, nudge nodes] in `nudge_nodes` order."""
-        drive = self.nudge_sign * beta * (np.asarray(targets, float) - np.asarray(outputs, float))
+    def nudge_matrix(self, targets: np.ndarray, outputs: np.ndarray, beta: float | np.ndarray) -> np.ndarray:
+        """`nudge_currents` for a batch: [samples, nudge nodes] in `nudge_nodes` order. `beta` is
+        one strength for every sample, or one per sample ([samples], a constant-current nudge's)."""
+        b = np.asarray(beta, dtype=float)
+        drive = (
+            self.nudge_sign
+            * (b[:, None] if b.ndim else b)
+            * (np.asarray(targets, float) - np.asarray(outputs, float))
+        )
         return drive @ self._nudge_map
+
+    def constant_current_beta(
+        self, targets: np.ndarray, outputs: np.ndarray, current: float
+    ) -> float | np.ndarray:
+        """β that makes the nudge's current vector (one current per output, β·(t − y)) have norm
+        `current` (A): β = current/‖t − y‖, per sample for a batch ([samples]).
+
+        A sample exactly at its target gets no nudge whatever β is; its β is taken at
+        ‖t − y‖ = `NUDGE_FLOOR` so it stays finite (its estimate is then ~0, as its gradient)."""
+        error = np.asarray(targets, float) - np.asarray(outputs, float)
+        norm = np.maximum(np.linalg.norm(error, axis=-1), NUDGE_FLOOR)
+        beta = current / norm
+        return float(beta) if np.ndim(beta) == 0 else beta
+
+    def nudge_peak(self, current: float) -> float:
+        """The largest current any nudge node carries when the outputs' nudge currents have norm
+        `current`: each node's current is a signed sum of outputs' currents (V+ in, V− out), at
+        most the norm times that node's column norm (Cauchy–Schwarz)."""
+        return current * float(np.max(np.linalg.norm(self._nudge_map, axis=0), initial=0.0))
 
     def nudge_currents(self, targets: np.ndarray, outputs: np.ndarray, beta: float) -> dict[str, float]:
         """Currents injected at the output terminals for nudge strength `beta` (A/V).

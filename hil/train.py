@@ -26,6 +26,9 @@ class Hyper:
 
     method: str = "vdm-centered"
     beta: float = 1e-6  # A/V
+    # > 0: a constant-current nudge of this norm, A (β = nudge_current/‖t − y‖ per sample; `beta`
+    # is then not used). 0: every sample nudged with `beta`.
+    nudge_current: float = 0.0
     learning_rate: float = 2e-4
     layer_learning_rates: dict[int, float] = field(default_factory=dict)  # multipliers per layer
     epochs: int = 50
@@ -50,6 +53,10 @@ class Hyper:
             eqprop.check_methods([self.method])
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta = {self.beta!r} A/V: the nudge must be > 0")
+        if not (math.isfinite(self.nudge_current) and self.nudge_current >= 0):
+            raise ValueError(
+                f"nudge_current = {self.nudge_current!r} A: give a current > 0 (or 0: nudge with beta)"
+            )
         if not (math.isfinite(self.g_max) and 0 < self.g_min < self.g_max):
             raise ValueError(
                 f"device range g_min = {self.g_min!r} S, g_max = {self.g_max!r} S: "
@@ -265,6 +272,7 @@ def _step(
                 hyper.method,
                 hyper.beta,
                 hyper.pcm_perturbation,
+                hyper.nudge_current,
             )
             raw, y = m.raw[None, :], m.outputs[None, :]
         else:
@@ -276,6 +284,7 @@ def _step(
                 hyper.method,
                 hyper.beta,
                 hyper.pcm_perturbation,
+                hyper.nudge_current,
             )
             raw, y = b.raw, b.outputs
     except BackendError as exc:
