@@ -359,6 +359,12 @@ class Network:
         beta = current / norm
         return float(beta) if np.ndim(beta) == 0 else beta
 
+    def largest_nudge(self, drives: np.ndarray) -> float:
+        """The largest current any nudge node carries when each output's nudge current is at most
+        `drives` [outputs] in size (A), whatever their signs: a node's current is a signed sum of
+        outputs' currents (V+ in, V− out)."""
+        return float(np.max(np.abs(self._nudge_map).T @ np.asarray(drives, float), initial=0.0))
+
     def nudge_peak(self, current: float) -> float:
         """The largest current any nudge node carries when the outputs' nudge currents have norm
         `current`: each node's current is a signed sum of outputs' currents (V+ in, V− out), at
