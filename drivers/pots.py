@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from drivers.instrument import Instrument, InstrumentError, measurement, strict_integer
-from drivers.transport import LineFormat, Transport
+from drivers.transport import LineFormat, Transport, TransportError
 
 TAPS = 256
 
@@ -175,6 +175,7 @@ class PotBridge(PotBankDriver, Instrument):
     SET: ClassVar[str] = "POT:SET {codes}"
     CODE: ClassVar[str] = "POT{channel}:CODE {code}"
     CODE_QUERY: ClassVar[str] = "POT{channel}:CODE?"
+    IDN_TRIES: ClassVar[int] = 3
 
     channel_count = measurement("POT:COUN?", "Channels the bridge drives.", int)
 
@@ -187,14 +188,34 @@ class PotBridge(PotBankDriver, Instrument):
         self._channel = strict_integer(1, self.channels)
 
     def identify(self) -> str:
-        """`*IDN?`, then refuse a bridge that drives fewer channels than the model says."""
-        idn = Instrument.identify(self)
+        """`*IDN?` (tried `IDN_TRIES` times: a board that reset on open may still be printing its
+        boot banner), then refuse a bridge that drives fewer channels than the model says."""
+        problem = ""
+        for _ in range(self.IDN_TRIES):
+            try:
+                idn = self.ask("*IDN?")
+            except TransportError as exc:
+                problem = str(exc)
+            else:
+                if self.model in idn:
+                    self.idn = idn
+                    break
+                problem = f"*IDN? answered {idn!r}"
+            drain = getattr(self.transport, "drain", None)
+            if drain is not None:
+                drain()  # the rest of a banner, or the answer that came after it
+        else:
+            raise InstrumentError(
+                f"{self.name}: no bridge identity after {self.IDN_TRIES} tries ({problem}): the board may "
+                "still be booting (raise boot_seconds in its [instruments] table) or not run "
+                "drivers/firmware/potbridge.py; check the address in the bench config"
+            )
         count = self.channel_count
         if count < self.channels:
             raise InstrumentError(
                 f"{self.name}: the bridge drives {count} pots, the bench config needs {self.channels}"
             )
-        return idn
+        return self.idn
 
     def reset(self) -> None:
         self.write(self.RESET)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -162,11 +163,18 @@ class VisaTransport:
 
 
 class SerialTransport:
-    """A serial line through pyserial: a device (`/dev/ttyACM0`) or a URL (`socket://host:port`)."""
+    """A serial line through pyserial: a device (`/dev/ttyACM0`) or a URL (`socket://host:port`).
 
-    def __init__(self, url: str, line: LineFormat, baudrate: int = 115200) -> None:
+    Many boards reset when the port is opened (the DTR line toggles, and an auto-reset circuit on
+    ESP32 and Arduino-style boards pulls the chip's reset), then print a boot banner before their
+    program runs: `boot_seconds` waits that long after opening, and what the board printed in the
+    meantime is drained, so the first query is not answered by a banner line."""
+
+    def __init__(self, url: str, line: LineFormat, baudrate: int = 115200, boot_seconds: float = 0.0) -> None:
         import serial
 
+        if not 0.0 <= boot_seconds <= 60.0:
+            raise ValueError(f"boot_seconds = {boot_seconds!r} must be from 0 to 60 s")
         self.traffic = Traffic()
         self.address = url
         self.line = line
@@ -178,6 +186,28 @@ class SerialTransport:
         sock = getattr(self._port, "_socket", None)  # socket:// URLs: no Nagle delay (see VisaTransport)
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if boot_seconds > 0:
+            time.sleep(boot_seconds)
+            self.drain()
+
+    def drain(self, quiet_s: float = 0.05) -> bytes:
+        """Whatever the device sent that nobody asked for (a boot banner, a late answer): read
+        until it has been quiet for `quiet_s`."""
+        got = b""
+        timeout = self._port.timeout
+        try:
+            self._port.timeout = quiet_s
+            while True:
+                chunk = self._port.read(4096)
+                if not chunk:
+                    return got
+                got += chunk
+        except Exception as exc:
+            raise TransportError(
+                one_line(f"{self.address}: connection lost while draining ({exc}): {CHECK_LINK}")
+            ) from exc
+        finally:
+            self._port.timeout = timeout
 
     def write(self, line: str) -> None:
         self._send(line)

@@ -186,8 +186,9 @@ def test_bridge_errors_become_instrument_errors_with_code_and_text():
 
 
 def test_identity_and_channel_count_are_checked():
-    with pytest.raises(InstrumentError, match="not a POTBRIDGE"):
-        bridge([("*IDN?", "KEITHLEY INSTRUMENTS INC.,MODEL 2450,1,1")]).identify()
+    other = "KEITHLEY INSTRUMENTS INC.,MODEL 2450,1,1"
+    with pytest.raises(InstrumentError, match=r"no bridge identity after 3 tries \(\*IDN\? answered 'KEITH"):
+        bridge([("*IDN?", other)] * 3).identify()
     small = bridge([("*IDN?", IDN), ("POT:COUN?", "4")])
     with pytest.raises(InstrumentError, match="drives 4 pots, the bench config needs 6"):
         small.identify()
@@ -336,3 +337,110 @@ def test_a_query_or_a_refused_command_moves_no_wiper_and_solves_nothing(configs,
     virtual.circuit.reading(probe)
     assert (virtual.circuit.solves, virtual.state.version) == (solves, version)
     assert virtual.state.pots["pots"].codes == codes
+
+
+# ---------------------------------------------------------------------------------------- opening the line
+class FlakyLine:
+    """A line whose first answers are not the bridge's: a timeout, then a boot banner's last line."""
+
+    def __init__(self, replies: list[str | None]) -> None:
+        from drivers.transport import Traffic
+
+        self.replies = list(replies)
+        self.traffic = Traffic()
+        self.drained = 0
+
+    def write(self, line: str) -> None:
+        raise AssertionError(f"unexpected write {line!r}")
+
+    def query(self, line: str) -> str:
+        from drivers.transport import TransportError
+
+        reply = self.replies.pop(0)
+        if reply is None:
+            raise TransportError(f"no answer to {line!r} within 2 s")
+        return reply
+
+    def drain(self) -> bytes:
+        self.drained += 1
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_bridge_still_booting_is_asked_again_and_drained_between_tries():
+    line = FlakyLine([None, "MicroPython v1.22.0 on 2024-01-01; Raspberry Pi Pico with RP2040", IDN, "6"])
+    b = PotBridge(line, "pots", MODEL)  # type: ignore[arg-type]
+    assert b.identify() == IDN and b.idn == IDN
+    assert line.drained == 2 and line.replies == []
+
+
+def test_a_bridge_that_never_answers_is_one_line_naming_the_fix():
+    line = FlakyLine([None, None, None])
+    with pytest.raises(InstrumentError) as err:
+        PotBridge(line, "pots", MODEL).identify()  # type: ignore[arg-type]
+    text = str(err.value)
+    assert "\n" not in text and "no bridge identity after 3 tries" in text
+    assert "raise boot_seconds" in text
+
+
+def banner_server(banner: bytes, delay: float) -> tuple[str, object]:
+    """A board on a socket that prints `banner` `delay` s after the port opens (it reset), then
+    answers *IDN? and POT:COUN? as the bridge does."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def run() -> None:
+        conn, _ = server.accept()
+        with conn:
+            time.sleep(delay)
+            conn.sendall(banner)
+            buffer = b""
+            while True:
+                data = conn.recv(1024)
+                if not data:
+                    return
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip() == b"*IDN?":
+                        conn.sendall(IDN.encode() + b"\n")
+                    elif line.strip() == b"POT:COUN?":
+                        conn.sendall(b"6\n")
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"socket://127.0.0.1:{server.getsockname()[1]}", server
+
+
+@pytest.mark.parametrize("boot_seconds, drained", [(0.3, True), (0.0, False)])
+def test_the_serial_line_waits_for_the_boot_banner_and_drains_it(boot_seconds, drained):
+    from drivers.transport import LineFormat, SerialTransport
+
+    address, server = banner_server(b"rst:0x1 (POWERON_RESET),boot:0x13\nets Jun  8 2016\n", 0.1)
+    line = SerialTransport(address, LineFormat("\n", "\n", 1.0), boot_seconds=boot_seconds)
+    try:
+        if drained:  # the banner went before the first query: the first answer is the bridge's
+            assert line.query("*IDN?") == IDN
+        else:  # without the wait, the first answer is the banner's first line
+            import time
+
+            time.sleep(0.3)
+            assert line.query("*IDN?").startswith("rst:0x1")
+            assert b"ets Jun" in line.drain()
+            assert line.query("*IDN?") == IDN
+    finally:
+        line.close()
+        server.close()  # type: ignore[attr-defined]
+
+
+def test_a_boot_wait_outside_its_window_is_refused():
+    from drivers.transport import LineFormat, SerialTransport
+
+    with pytest.raises(ValueError, match="boot_seconds"):
+        SerialTransport("socket://127.0.0.1:1", LineFormat(), boot_seconds=-1.0)
