@@ -251,7 +251,7 @@ import sys
 sys.path.insert(0, {here!r})
 sys.path.insert(0, {firmware_dir!r})
 import machine, potbridge
-lines = ["*IDN?", "POT2:CODE 7", "POT9:CODE 1", "SYST:ERR?"]
+lines = ["*IDN?", "POT2:CODE 7", "POT13:CODE 1", "SYST:ERR?"]
 out = []
 potbridge.main(lambda: lines.pop(0) if lines else None, out.append, {platform!r})
 print(repr(out))
@@ -259,8 +259,10 @@ print(repr(machine.log))
 """
 
 
-@pytest.mark.parametrize("platform, bus, pins, cs", [("rp2", 0, (18, 19), 17), ("esp32", 2, (18, 23), 5)])
-def test_main_wires_the_board_and_serves_under_micropython(tmp_path, platform, bus, pins, cs):
+@pytest.mark.parametrize(
+    "platform, bus, pins, cs, cs2", [("rp2", 0, (18, 19), 17, 20), ("esp32", 2, (18, 23), 5, 4)]
+)
+def test_main_wires_the_board_and_serves_under_micropython(tmp_path, platform, bus, pins, cs, cs2):
     (tmp_path / "machine.py").write_text(FAKE_MACHINE)
     script = tmp_path / "main.py"
     script.write_text(RUN_MAIN.format(here=str(tmp_path), firmware_dir=str(FIRMWARE_DIR), platform=platform))
@@ -269,9 +271,14 @@ def test_main_wires_the_board_and_serves_under_micropython(tmp_path, platform, b
     replies, log = (ast.literal_eval(line) for line in done.stdout.splitlines())
     assert replies == [
         "EQPROP-HIL,POTBRIDGE,01ab,1.0\n",
-        '-114,"Header suffix out of range; no pot 9 (1-6)"\n',
+        '-114,"Header suffix out of range; no pot 13 (1-12)"\n',
     ]
-    assert log[0] == f"spi{bus} sck{pins[0]} mosi{pins[1]} 1000000" and log[1] == f"cs{cs}=1"
-    # *RST before the first command: six frames of (address, 255), each inside a chip-select pulse
-    assert log[2:20] == [entry for a in range(6) for entry in (f"cs{cs}=0", f"{a:02x}ff", f"cs{cs}=1")]
-    assert log[20:23] == [f"cs{cs}=0", "0107", f"cs{cs}=1"]  # POT2 is RDAC2, address 1
+    assert log[0] == f"spi{bus} sck{pins[0]} mosi{pins[1]} 1000000" and log[1:3] == [
+        f"cs{cs}=1",
+        f"cs{cs2}=1",
+    ]
+    # *RST before the first command: six frames of (address, 255) per chip, each inside its
+    # chip-select pulse (two chips: 12 channels, enough for the XOR bench's 8 pots)
+    assert log[3:21] == [entry for a in range(6) for entry in (f"cs{cs}=0", f"{a:02x}ff", f"cs{cs}=1")]
+    assert log[21:39] == [entry for a in range(6) for entry in (f"cs{cs2}=0", f"{a:02x}ff", f"cs{cs2}=1")]
+    assert log[39:42] == [f"cs{cs}=0", "0107", f"cs{cs}=1"]  # POT2 is RDAC2, address 1

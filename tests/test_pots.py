@@ -444,3 +444,14 @@ def test_a_boot_wait_outside_its_window_is_refused():
 
     with pytest.raises(ValueError, match="boot_seconds"):
         SerialTransport("socket://127.0.0.1:1", LineFormat(), boot_seconds=-1.0)
+
+
+def test_the_example_lab_bench_maps_no_more_pots_than_the_firmware_drives(configs):
+    from drivers.firmware.potbridge import BOARDS, CHIP_CHANNELS
+
+    bench = benchconfig.read(configs / "bench-lab-example.toml")
+    for bank, spec in bench.of_role("pots").items():
+        used = [channel for b, channel in bench.pots.values() if b == bank]
+        assert max(used) <= spec.channels
+        for board, (_, _, _, selects) in BOARDS.items():
+            assert spec.channels <= CHIP_CHANNELS * len(selects), board  # else identify() refuses it

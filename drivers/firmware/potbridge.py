@@ -20,10 +20,13 @@ QUEUE_LENGTH = 10
 
 # Board wiring by `sys.platform`: SPI bus id, SCK and MOSI pins, and one chip-select pin per AD5206.
 # Raspberry Pi Pico (rp2): SPI0 on GP18 (SCK) and GP19 (TX); ESP32: VSPI is bus 2, SCK 18, MOSI 23
-# (bus 0 does not exist on an ESP32: it and bus 1 hold the flash). Change for your board.
+# (bus 0 does not exist on an ESP32: it and bus 1 hold the flash). Two AD5206 per board, 12
+# channels, since the XOR bench needs 8 pots: chip selects GP17 and GP20 on a Pico (GP16 is SPI0's
+# RX), GPIO5 and GPIO4 on an ESP32. A board with one chip serves its channels 1-6 as they are.
+# Change for your board.
 BOARDS = {
-    "rp2": (0, 18, 19, (17,)),
-    "esp32": (2, 18, 23, (5,)),
+    "rp2": (0, 18, 19, (17, 20)),
+    "esp32": (2, 18, 23, (5, 4)),
 }
 # The AD5206 clocks data in on SCK's rising edge (SPI mode 0) at up to 10 MHz; 1 MHz leaves margin
 # for flying leads.
