@@ -7,12 +7,23 @@ on SMUs, a switch matrix and digital potentiometers.
   estimators need: source and nudge nodes read by their own SMUs, the rest through the probe SMU
   routed by the matrix, break-before-make.
 - safety: limits checked before anything is touched and before every level is set; compliance
-  before output on; a trip (seen as a source that cannot hold its level, or a probe at its voltage
-  limit) or an instrument error stops the run with the instrument's words.
+  before output on; before a settle moves any level, the twin (`predict`, which `sim.factory` hands
+  the bench: `drivers` may not import `sim`) predicts every pot's terminals and wiper current for
+  the levels, nudges and believed conductances, and a pot beyond its ratings (`drivers.ratings`)
+  is refused with nothing applied; after the settle the same check runs on what was read, and the
+  largest gap to the prediction is kept (`rating_record`); a trip (seen as a source that cannot
+  hold its level, or a probe at its voltage limit) or an instrument error stops the run with the
+  instrument's words.
 - faults: every failure is one line that starts with the instrument's name. Every
   `VERIFY_EVERY` settles, and before the bench is made safe, the instruments are asked whether
   they still hold what the run set (outputs on, none at a limit, the relays and pot codes it
   wrote): a reset, a power glitch or another client shows there rather than in wrong numbers.
+- no hot switching: the probe's relays open while it forces 0 A (no current through them), and it
+  is switched off (held at the instrument's output-off level, not floating at its voltage limit)
+  while the next route closes; it goes on again once the matrix reports the relays settled
+  (`*OPC?`). Levels ramp in `ramp_step` steps `ramp_delay` apart.
+- error queues: `verify` also reads every instrument's error queue, so a refused command stops
+  the run within `VERIFY_EVERY` settles instead of passing silently.
 - safe state (`safe_state`, and `make_safe` for `hil safe`): every output to 0 and off, every
   relay open, every pot at the safe code, all read back; a session that fails is opened again
   once, and what still is not safe is named.
@@ -39,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers import benchconfig
+from drivers import benchconfig, ratings
 from drivers.benchconfig import BenchConfig, InstrumentSpec
 from drivers.firmware.potbridge import SAFE_CODE
 from drivers.instrument import Instrument, InstrumentError
@@ -61,6 +72,11 @@ VERIFY_EVERY = 64
 # What a driver may raise about its instrument: it failed, the line failed, or an answer or a
 # value was refused.
 FAULTS = (InstrumentError, TransportError, ValueError)
+
+
+# The twin's node voltages (network order) for source levels (network order, signs applied), nudge
+# currents by node, the pots' conductances (|g| per edge) and the amplifiers the bench inverts.
+Predict = Callable[[np.ndarray, dict[str, float], np.ndarray, frozenset[str]], np.ndarray]
 
 
 class BenchSafetyError(BackendError):
@@ -166,8 +182,24 @@ class Instruments:
 
 
 class BenchBackend:
-    def __init__(self, network: Network, config: BenchConfig, instruments: Instruments) -> None:
+    def __init__(
+        self,
+        network: Network,
+        config: BenchConfig,
+        instruments: Instruments,
+        predict: Predict | None = None,
+    ) -> None:
         self.network = network
+        self.predict = predict
+        self._ratings = {name: spec.pot_ratings() for name, spec in config.of_role(POTS).items()}
+        # Per run: settles checked, the largest |measured − predicted| on a pot terminal (V) and the
+        # largest measured |V| on a terminal and wiper current (A): for the run's record.
+        self.rating_record = {
+            "settles": 0,
+            "largest_gap_volts": 0.0,
+            "largest_terminal_volts": 0.0,
+            "largest_wiper_current": 0.0,
+        }
         self.config = config
         self.hw = instruments
         self.limits = config.limits
@@ -175,6 +207,7 @@ class BenchBackend:
         self._inverted: set[str] = set()
         self._g = np.zeros(len(network.conductances))
         self.on_close: list[Callable[[], None]] = []  # extra shutdown steps (a virtual bench to stop)
+        self.emulator: Any = None  # what serves a virtual bench (its circuit), for tests to inspect
         self._live = False  # configured: outputs on, the run's settings in place
         self._made_safe = False  # safe_state ran: outputs are off until the bench is opened again
         self._fault: str | None = None  # the first failure seen; the bench is not what the run set
@@ -286,6 +319,7 @@ class BenchBackend:
             raise BenchSafetyError(
                 f"a nudge of {big:g} A exceeds max_nudge_current = {lim['max_nudge_current']:g}"
             )
+        predicted = self._predicted(levels, nudges)
         for s, level in zip(net.sources, levels, strict=True):
             self._ramp(self.config.sources[s.name], float(level))
         for node, key in self.config.nudges.items():
@@ -310,6 +344,7 @@ class BenchBackend:
                 f"a pot terminal reached {terminal:g} V, above pot_terminal_volts = "
                 f"{lim['pot_terminal_volts']:g}"
             )
+        self._check_measured(v, predicted)
         return State(v, None)
 
     def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
@@ -424,6 +459,8 @@ class BenchBackend:
                     "matrix was reset or switched by another client",
                     BenchSafetyError,
                 )
+        for driver in self.hw.sessions.values():
+            self._guard(driver.check_errors)  # a refused command shows here, not in wrong numbers
         for name, bank in self.hw.pots.items():
             for channel, code in sorted(bank.written.items()):
                 now = self._guard(bank.read_code, channel)
@@ -482,11 +519,59 @@ class BenchBackend:
             self._levels[key] = level
 
     def _ramp(self, key: str, level: float) -> None:
+        """Steps of at most `ramp_step`, each held `ramp_delay` before the next: the board's
+        capacitances follow a ramp, not a jump."""
         start = self._levels.get(key, 0.0)
         steps = int(np.ceil(abs(level - start) / self.limits["ramp_step"]))
+        delay = self.limits.get("ramp_delay", 0.0)
         for k in range(1, steps):
             self._set(key, start + (level - start) * k / steps)
+            if delay:
+                time.sleep(delay)
         self._set(key, level)
+
+    def _predicted(self, levels: np.ndarray, nudges: dict[str, float]) -> np.ndarray:
+        """The twin's node voltages for what is about to be applied; refuses (nothing applied yet)
+        a settle that would take a pot beyond a rating."""
+        if self.predict is None:
+            raise BenchSafetyError(
+                "this bench has no twin to predict what a settle puts on its pots: open it through "
+                "sim.factory (hil train, hil run), which hands it one"
+            )
+        volts = self.predict(levels, nudges, np.abs(self._g), frozenset(self._inverted))
+        found = ratings.violations(
+            self.network,
+            self.config.pots,
+            self._ratings,
+            ratings.stress(self.network, volts, self._g),
+            "predicted",
+        )
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise BenchSafetyError(f"refused before any level was applied: {found[0]}{more}")
+        return volts
+
+    def _check_measured(self, volts: np.ndarray, predicted: np.ndarray) -> None:
+        """What was read against the ratings (stop, safe state, if beyond one) and against the
+        prediction (the largest gap kept for the run)."""
+        found = ratings.stress(self.network, volts, self._g)
+        record = self.rating_record
+        record["settles"] += 1
+        a, b = self.network.edge_endpoints
+        terminals = np.union1d(a, b)
+        if terminals.size:
+            gap = float(np.max(np.abs(volts[terminals] - predicted[terminals])))
+            record["largest_gap_volts"] = max(record["largest_gap_volts"], gap)
+            record["largest_terminal_volts"] = max(
+                record["largest_terminal_volts"], float(np.max(np.abs(volts[terminals])))
+            )
+        record["largest_wiper_current"] = max(
+            record["largest_wiper_current"], float(np.max(np.abs(found.current), initial=0.0))
+        )
+        beyond = ratings.violations(self.network, self.config.pots, self._ratings, found, "measured")
+        if beyond:
+            more = f" (and {len(beyond) - 1} more)" if len(beyond) > 1 else ""
+            raise self._stop(f"{beyond[0]}{more}: the bench differs from its twin; stopped")
 
     def _read(self, key: str) -> float:
         return float(self._guard(self.hw.smus[key].measure_voltage))
@@ -499,11 +584,26 @@ class BenchBackend:
             )
 
     def _route_probe(self, node: str) -> None:
-        """Break before make, checked against shorts, waited for (*OPC?) before the reading."""
+        """Break before make, checked against shorts, and no hot switching (707B reference manual,
+        channel.connectrule: hot switching can dry-weld reed relays): the old route opens while the
+        probe forces 0 A, so no current flows through it, and is waited for (*OPC?); the probe
+        output goes off (the 2600B's normal output-off state holds 0 V at a 1 mA limit, rather than
+        a 0 A source floating up to its voltage limit) before the new route closes; on again once
+        the matrix reports it settled (*OPC?), before the reading."""
         if self._router is None:
             raise BenchSafetyError("the bench has probe routes but no switch matrix for them")
-        if self._router.connected != [node]:
-            self._guard(self._router.connect, node)
+        if self._router.connected == [node]:
+            return
+        key = self.config.probe_channel or ""
+        probe, session = self.hw.smus[key], self.hw.sessions[key.partition(".")[0]]
+        for route in list(self._router.connected):
+            self._guard(self._router.disconnect, route)
+        self._guard(probe.output, False)
+        # The SMU and the matrix are separate instruments: the output is off before a relay moves
+        # only once the SMU says so.
+        self._guard(session.wait_complete)
+        self._guard(self._router.connect, node)
+        self._guard(probe.output, True)
 
     def _set_inversions(self, wanted: set[str]) -> None:
         matrix = self.hw.matrices[self._inversion_matrix()]
@@ -675,12 +775,18 @@ Serve = Callable[[], tuple[dict[str, str], Callable[[], None]]]
 
 
 def open_bench(
-    config: BenchConfig, network: Network, method: str, inputs: np.ndarray, serve: Serve | None = None
+    config: BenchConfig,
+    network: Network,
+    method: str,
+    inputs: np.ndarray,
+    serve: Serve | None = None,
+    predict: Predict | None = None,
 ) -> BenchBackend:
     """Check the config against the network, claim every instrument, connect, identify,
     configure; leave every output at 0 V (compliance set first) and every relay open. Nothing is
     energised, and nothing is served, before all checks pass. With `serve`, the instruments are
-    at the addresses it returns."""
+    at the addresses it returns; `predict` is the twin every settle is checked with beforehand
+    (without it the bench opens, but refuses to settle)."""
     benchconfig.check_against(config, network, method, benchconfig.max_source_volts(network, inputs))
     addresses = {name: spec.address for name, spec in config.instruments.items()}
     stop: Callable[[], None] | None = None
@@ -695,7 +801,7 @@ def open_bench(
         if stop is not None:
             stop()
         raise
-    backend = BenchBackend(network, config, hw)
+    backend = BenchBackend(network, config, hw, predict)
     if stop is not None:
         backend.on_close.append(stop)
     backend.on_close.append(lambda: release(locks))

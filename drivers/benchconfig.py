@@ -7,8 +7,9 @@ key by key like an experiment's) and maps (`MAPS`, one entry per network element
 
     [bench]               experiment, emulated, settle_seconds, nplc, noise
     [limits]              max_volts, compliance_current, compliance_voltage, max_nudge_current,
-                          ramp_step, pot_terminal_volts (every one required)
-    [instruments.NAME]    model, address (+ pot banks: channels, r_ab, r_w)
+                          ramp_step, pot_terminal_volts (these required), ramp_delay
+    [instruments.NAME]    model, address (+ pot banks: part, supply, wiper_current (its ratings,
+                          `drivers.ratings`), channels, r_ab, r_w)
     [sources]             network source -> SMU channel ("smu1" for a 2450, "k26.a", "b29.1")
     [nudges]              output node -> SMU channel that forces the nudge current
     [probe]               channel (an SMU channel forcing 0 A), matrix; [probe.routes] node -> crosspoints
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers import ratings
 from drivers.models import MATRIX, MODELS, POTS, SMU
 from drivers.pots import AD5206Model
 from drivers.router import Crosspoint, RouteMap
@@ -136,6 +138,13 @@ KEYS: dict[str, dict[str, Key]] = {
             "V",
             "largest |V| on any digital-pot terminal, V",
         ),
+        "ramp_delay": number(
+            0.005,
+            0.0,
+            1.0,
+            "s",
+            "wait between two ramp steps of a source level, s (0: none, for an emulated bench)",
+        ),
     },
     "instruments.NAME": {
         "model": Key(
@@ -152,6 +161,27 @@ KEYS: dict[str, dict[str, Key]] = {
         "r_ab": number(10e3, 100.0, 1e7, "Ω", "pot bridge: end-to-end resistance R_AB, Ω"),
         # A wiper of 0 Ω would make code 0 an infinite conductance.
         "r_w": number(50.0, 1.0, 1e4, "Ω", "pot bridge: wiper resistance R_W, Ω"),
+        "part": Key(
+            "ad5206",
+            str,
+            lambda v: v in ratings.PARTS,
+            f"one of {', '.join(ratings.PARTS)}",
+            f"pot bridge: the pot part, for its ratings (one of {', '.join(ratings.PARTS)})",
+        ),
+        "supply": Key(
+            REQUIRED,
+            list,
+            rule="a list [VSS, VDD] in V, e.g. [0, 5] (single supply) or [-2.5, 2.5] (dual)",
+            doc="pot bridge: the pots' supply rails [VSS, VDD], V: every pot terminal must stay inside them",
+        ),
+        "wiper_current": number(
+            0.0,
+            0.0,
+            ratings.PARTS["ad5206"].continuous_current,
+            "A",
+            "pot bridge: largest wiper current allowed, A (0: the part's continuous rating, 5 mA for "
+            "an AD5204/AD5206)",
+        ),
     },
     "probe": {
         "channel": Key(
@@ -172,7 +202,7 @@ MAPS = {
     "pots": 'edge = digital-pot channel, "bank.channel" (channels from 1), e.g. R1 = "pots.1"',
     "amplifiers": 'amplifier = crosspoints that invert it (negative weights behind it), e.g. X1 = ["1B01"]',
 }
-_POT_ONLY = ("channels", "r_ab", "r_w")
+_POT_ONLY = ("channels", "r_ab", "r_w", "part", "supply", "wiper_current")
 
 
 @dataclass(frozen=True)
@@ -185,6 +215,9 @@ class InstrumentSpec:
     channels: int = 0  # pot banks
     r_ab: float = 10e3  # Ω, pot end-to-end resistance
     r_w: float = 50.0  # Ω, pot wiper resistance
+    part: str = "ad5206"  # pot banks: the part, for its ratings
+    supply: tuple[float, float] = (0.0, 0.0)  # pot banks: [VSS, VDD], V
+    wiper_current: float = 0.0  # pot banks: A, 0 for the part's continuous rating
 
     @property
     def role(self) -> str:
@@ -193,6 +226,10 @@ class InstrumentSpec:
     def pot_model(self) -> AD5206Model:
         """The part behind a pot bank, as this spec sizes it."""
         return AD5206Model(r_ab=self.r_ab, r_w=self.r_w, channels=self.channels)
+
+    def pot_ratings(self) -> ratings.PotRatings:
+        """What this bank's pots may see: its supply, its part's (or the configured) wiper current."""
+        return ratings.pot_ratings(self.part, self.supply, self.wiper_current)
 
 
 @dataclass(frozen=True)
@@ -334,8 +371,21 @@ def _instruments(path: Path, tables: dict[str, Any]) -> dict[str, InstrumentSpec
             keys = {k: v for k, v in keys.items() if k not in _POT_ONLY}
         values = check_table(path, section, table, keys)
         if values["model"] in MODELS and MODELS[values["model"]].role == POTS:
+            wrong = ratings.supply_refusal(values["part"], values["supply"])
+            if wrong is not None:
+                raise ConfigError(
+                    f"{path}: [{section}] supply = {show(values['supply'])} is invalid: it must be {wrong}"
+                )
             specs[name] = InstrumentSpec(
-                name, values["model"], values["address"], values["channels"], values["r_ab"], values["r_w"]
+                name,
+                values["model"],
+                values["address"],
+                values["channels"],
+                values["r_ab"],
+                values["r_w"],
+                part=values["part"],
+                supply=(float(values["supply"][0]), float(values["supply"][1])),
+                wiper_current=float(values["wiper_current"]),
             )
         else:
             specs[name] = InstrumentSpec(name, values["model"], values["address"])
@@ -576,4 +626,45 @@ def check_experiment(experiment: Experiment) -> None:
         raise ConfigError(
             f"{p}: [limits] max_nudge_current = {config.limits['max_nudge_current']:g} A is below the nudge "
             f"beta·|t| = {nudge:g} A the experiment asks for: lower [training] beta or raise the limit"
+        )
+    check_ratings(config, network, max_source_volts(network, data.inputs), hyper.g_min, hyper.g_max)
+
+
+def check_ratings(
+    config: BenchConfig, network: Network, source_volts: float, g_min: float, g_max: float
+) -> None:
+    """Refuse a bench whose pots could leave their ratings anywhere in the training: the worst
+    case (`drivers.ratings.worst_case`: a bound, not a sample) over the data set's source levels,
+    every conductance the pots realise in [g_min, g_max], both polarities of every amplifier and
+    every nudge up to `[limits] max_nudge_current`."""
+    p = config.path
+    g_low, g_high = g_min, {}
+    for edge, (bank, channel) in config.pots.items():
+        calibration = config.instruments[bank].pot_model().calibration(channel)
+        realised = []
+        for g in (g_min, g_max):
+            try:
+                realised.append(calibration.conductance(calibration.code_for(g)))
+            except ValueError:
+                realised.append(g)  # beyond the pot's range: refused above, or a dry run's
+        g_low = min(g_low, realised[0])
+        g_high[edge] = max(g_max, realised[1])
+    try:
+        bounds = ratings.worst_case(network, source_volts, g_low, config.limits["max_nudge_current"])
+    except ratings.RatingError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    found = ratings.worst_case_violations(
+        network,
+        config.pots,
+        {name: spec.pot_ratings() for name, spec in config.of_role(POTS).items()},
+        bounds,
+        g_high,
+    )
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ConfigError(
+            f"{p}: {found[0]}{more} in the worst case over the data set (sources up to ±{source_volts:g} V), "
+            f"g in [{g_low:.3g}, {max(g_high.values(), default=g_max):.3g}] S, either "
+            f"amplifier polarity and nudges up to {config.limits['max_nudge_current']:g} A: lower the input "
+            "and bias volts, the amplifier gain, g_max or max_nudge_current, or widen [instruments] supply"
         )

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from drivers import benchconfig
-from drivers.bench import open_bench
+from drivers.bench import Predict, open_bench
 from drivers.benchconfig import BenchConfig
 from hil.config import ConfigError, Experiment
 from hil.interface import Backend
-from hil.network import Network
+from hil.network import Amplifier, Conductance, Network, VoltageSource
 from sim.netlist import SimulatorOptions
 
 
@@ -95,10 +97,64 @@ def open_bench_backend(experiment: Experiment, method: str) -> Backend:
     network, inputs = experiment.network(), experiment.dataset().inputs
     seed = int(experiment["training"]["seed"])
 
+    served: list[Any] = []
+
     def serve() -> tuple[dict[str, str], Callable[[], None]]:
         from sim.virtual.bench import VirtualBench
 
         virtual = VirtualBench(config, network, seed=seed).start()
+        served.append(virtual)
         return virtual.addresses, virtual.stop
 
-    return open_bench(config, network, method, inputs, serve if config.emulated else None)
+    backend = open_bench(
+        config, network, method, inputs, serve if config.emulated else None, predict=twin_predictor(network)
+    )
+    backend.emulator = served[0] if served else None
+    return backend
+
+
+def twin_predictor(network: Network) -> Predict:
+    """What the bench checks each settle with before applying it: the twin of `network` with
+    every source free to take its own level (a bench sets levels, not inputs: the signs of
+    signed conductances are already in them, and `settle_levels` drives sources one by one), the
+    pots' conductances as given and the amplifiers the bench inverts, inverted."""
+    from sim.twin import TwinBackend
+
+    twins: dict[frozenset[str], tuple[TwinBackend, list[int]]] = {}
+    programmed: dict[frozenset[str], bytes] = {}
+
+    def board(inverted: frozenset[str]) -> tuple[TwinBackend, list[int]]:
+        if inverted not in twins:
+            amps = []
+            for a in network.amplifiers:
+                sign = -1.0 if a.name in inverted else 1.0
+                back = a.backward_gain * (sign if a.backward_follows_sign else 1.0)
+                amps.append(
+                    Amplifier(a.name, a.node_in, a.node_out, a.gain * sign, back, a.backward_follows_sign)
+                )
+            net = Network(
+                name=f"{network.name} as the bench sets it",
+                conductances=[Conductance(c.name, c.a, c.b, c.layer) for c in network.conductances],
+                sources=[VoltageSource(s.name, s.node, input_index=i) for i, s in enumerate(network.sources)],
+                clamps=network.clamps,
+                amplifiers=amps,
+                loads=network.loads,
+                outputs=network.outputs,
+                diode_model=network.diode_model,
+                temperature=network.temperature,
+                n_inputs=len(network.sources),
+            )
+            twins[inverted] = (TwinBackend(net), [net.node_index[n] for n in network.nodes])
+        return twins[inverted]
+
+    def predict(
+        levels: np.ndarray, nudges: dict[str, float], conductances: np.ndarray, inverted: frozenset[str]
+    ) -> np.ndarray:
+        twin, order = board(inverted)
+        key = np.asarray(conductances, float).tobytes()
+        if programmed.get(inverted) != key:
+            twin.program(np.asarray(conductances, float))
+            programmed[inverted] = key
+        return twin.settle(np.asarray(levels, float), nudges or None).voltages[order]
+
+    return predict

@@ -12,6 +12,7 @@ from drivers.pots import PotBridge
 from drivers.transport import LoopbackTransport
 from hil import builders, config, eqprop, open_backend
 from hil.studies import gradcheck
+from sim.factory import twin_predictor
 from sim.spice import SpiceBackend
 from sim.twin import TwinBackend
 from sim.virtual.bench import VirtualBench
@@ -174,7 +175,7 @@ def _loopback_bench(configs, **limits):
     for key in bench.smu_channels():
         instrument, _, ch = key.partition(".")
         hw.smus[key] = hw.sessions[instrument].channel(ch) if ch else hw.sessions[instrument]
-    backend = BenchBackend(net, bench, hw)
+    backend = BenchBackend(net, bench, hw, twin_predictor(net))
     configure(backend)
     backend.program(experiment.start_conductances())
     return backend, virtual, experiment

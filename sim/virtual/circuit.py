@@ -12,6 +12,9 @@ With an SMU error model (`sim.noise.BenchErrors`, from the bench config's `[benc
 reading is a moment of the bench's model time (each takes its channel's NPLC): the forcing
 channels' levels carry their source errors and noise at that moment, the circuit is solved again
 for it, and the value read goes through the reading channel's measure errors.
+
+Every solve is also what the pots see at that moment: each pot's terminal voltages and wiper
+current are recorded (`pots`), so tests can hold a whole run to the parts' ratings.
 """
 
 from __future__ import annotations
@@ -38,6 +41,32 @@ class Wiring:
     pot_conductance: Callable[[str, int, int], float] = lambda bank, channel, code: 1e-3
 
 
+# Solves recorded per run at most (a few hundred bytes each); beyond, only the extremes are kept.
+MAX_POT_RECORDS = 100_000
+
+
+@dataclass
+class PotRecord:
+    """Every pot at every solve: terminal voltages at ends a and b and the current a → b (rows:
+    solves; columns: the network's edges), and the extremes over all solves, kept past the cap."""
+
+    v_a: list[np.ndarray] = field(default_factory=list)
+    v_b: list[np.ndarray] = field(default_factory=list)
+    current: list[np.ndarray] = field(default_factory=list)
+    solves: int = 0
+    largest_volts: float = 0.0
+    largest_current: float = 0.0
+
+    def add(self, v_a: np.ndarray, v_b: np.ndarray, current: np.ndarray) -> None:
+        self.solves += 1
+        self.largest_volts = max(self.largest_volts, float(np.max(np.abs([v_a, v_b]), initial=0.0)))
+        self.largest_current = max(self.largest_current, float(np.max(np.abs(current), initial=0.0)))
+        if len(self.v_a) < MAX_POT_RECORDS:
+            self.v_a.append(v_a)
+            self.v_b.append(v_b)
+            self.current.append(current)
+
+
 class EmulatedCircuit:
     def __init__(
         self, network: Network, wiring: Wiring, bench: BenchState, errors: BenchErrors | None = None
@@ -50,6 +79,7 @@ class EmulatedCircuit:
         self._readings: dict[str, tuple[float, float, bool]] = {}
         self._twins: dict[tuple, tuple[TwinBackend, list[str]]] = {}
         self.solves = 0
+        self.pots = PotRecord()
 
     def reading(self, key: str) -> tuple[float, float, bool]:
         """(V at the channel's terminal, current out of it into the board, in compliance)."""
@@ -148,11 +178,15 @@ class EmulatedCircuit:
             if smus[k].output and smus[k].function == "I":
                 injected[node] = injected.get(node, 0.0) + self._forced(k, "A", smus[k].level)
         twin, nodes = self._twin(driven, frozenset(inverted))
-        twin.program(self._conductances())
+        g = self._conductances()
+        twin.program(g)
         state = twin.settle(np.array([levels[n][0] for n in driven]), injected)
         assert state.source_currents is not None  # the twin reports every source's current
         self.solves += 1
         volts = dict(zip(nodes, state.voltages.tolist(), strict=True))
+        ends = [(volts.get(c.a, 0.0), volts.get(c.b, 0.0)) for c in self.network.conductances]
+        v_a, v_b = np.array([e[0] for e in ends]), np.array([e[1] for e in ends])
+        self.pots.add(v_a, v_b, g * (v_a - v_b))
         delivered = {n: -i for n, i in zip(driven, state.source_currents.tolist(), strict=True)}
         readings: dict[str, tuple[float, float, bool]] = {}
         for k, s in smus.items():
