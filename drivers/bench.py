@@ -820,7 +820,9 @@ def _open(hw: Instruments, spec: InstrumentSpec, address: str) -> Instrument:
     if ANSWER_TIMEOUT_S is not None:
         line = dataclasses.replace(line, timeout_s=ANSWER_TIMEOUT_S)
     if model.serial:
-        hw.links[spec.name] = lambda: SerialTransport(address, line)
+        # A socket:// bridge (a virtual bench, a serial server) has no DTR line to reset a board.
+        boot = 0.0 if address.startswith("socket://") else spec.boot_seconds
+        hw.links[spec.name] = lambda: SerialTransport(address, line, boot_seconds=boot)
         bank = PotBridge(hw.links[spec.name](), spec.name, spec.pot_model())
         hw.pots[spec.name] = bank
         driver: Instrument = bank

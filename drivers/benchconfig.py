@@ -22,16 +22,17 @@ from __future__ import annotations
 import re
 import tomllib
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from drivers import calibration as pot_calibration
 from drivers import ratings
 from drivers.models import MATRIX, MODELS, POTS, SMU
-from drivers.pots import AD5206Model
+from drivers.pots import AD5206Model, Calibration
 from drivers.router import Crosspoint, RouteMap
 from drivers.switch import keithley_crosspoints, keysight_crosspoints
 from hil.config import (
@@ -182,6 +183,42 @@ KEYS: dict[str, dict[str, Key]] = {
             "pot bridge: largest wiper current allowed, A (0: the part's continuous rating, 5 mA for "
             "an AD5204/AD5206)",
         ),
+        "calibration": Key(
+            "",
+            str,
+            rule='the path of a table written by `hil calibrate-pots`, e.g. "pots-calibration.toml"',
+            doc="pot bridge: the table `hil calibrate-pots` wrote (relative to the bench config): codes "
+            "from measured conductances, and the experiment's g_min/g_max narrowed to what every pot "
+            "realises",
+        ),
+        "r_ab_tolerance": number(
+            0.0,
+            0.0,
+            0.5,
+            "",
+            "virtual bench pot bridge: each emulated pot's R_AB drawn within r_ab·(1 ± this)",
+            "real benches refuse it",
+        ),
+        "r_w_range": Key(
+            [],
+            list,
+            lambda v: v == [] or (len(v) == 2 and all(_ohms(x) for x in v) and v[0] <= v[1]),
+            "[] or two resistances [low, high] in Ω, low ≤ high, each from 1 to 10000",
+            "virtual bench pot bridge: each emulated pot's R_W drawn in [low, high] Ω ([]: r_w); real "
+            "benches refuse it",
+        ),
+        "boot_seconds": number(
+            2.0,
+            0.0,
+            60.0,
+            "s",
+            "pot bridge on a serial port: wait after opening it for a board that resets on open, then "
+            "drain its boot banner, s",
+            "socket:// addresses skip it",
+        ),
+        "part_seed": number(
+            0, 0, 2**31 - 1, "", "virtual bench pot bridge: seed of the emulated pots' draws", kind=int
+        ),
     },
     "probe": {
         "channel": Key(
@@ -202,7 +239,25 @@ MAPS = {
     "pots": 'edge = digital-pot channel, "bank.channel" (channels from 1), e.g. R1 = "pots.1"',
     "amplifiers": 'amplifier = crosspoints that invert it (negative weights behind it), e.g. X1 = ["1B01"]',
 }
-_POT_ONLY = ("channels", "r_ab", "r_w", "part", "supply", "wiper_current")
+_POT_ONLY = (
+    "channels",
+    "r_ab",
+    "r_w",
+    "part",
+    "supply",
+    "wiper_current",
+    "calibration",
+    "r_ab_tolerance",
+    "r_w_range",
+    "part_seed",
+    "boot_seconds",
+)
+# Keys that describe an emulated part, not a real one.
+_EMULATED_ONLY = ("r_ab_tolerance", "r_w_range", "part_seed")
+
+
+def _ohms(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and 1.0 <= x <= 1e4
 
 
 @dataclass(frozen=True)
@@ -215,6 +270,13 @@ class InstrumentSpec:
     channels: int = 0  # pot banks
     r_ab: float = 10e3  # Ω, pot end-to-end resistance
     r_w: float = 50.0  # Ω, pot wiper resistance
+    calibration: Path | None = None  # the table `hil calibrate-pots` wrote
+    calibrations: Mapping[int, Calibration] = field(default_factory=dict)  # loaded from it
+    # A virtual bench's parts: R_AB within ±r_ab_tolerance, R_W in r_w_range, drawn from part_seed.
+    r_ab_tolerance: float = 0.0
+    r_w_range: tuple[float, float] | None = None
+    part_seed: int = 0
+    boot_seconds: float = 2.0  # pot bridges: wait after opening the serial port (a board resets)
     part: str = "ad5206"  # pot banks: the part, for its ratings
     supply: tuple[float, float] = (0.0, 0.0)  # pot banks: [VSS, VDD], V
     wiper_current: float = 0.0  # pot banks: A, 0 for the part's continuous rating
@@ -224,8 +286,10 @@ class InstrumentSpec:
         return MODELS[self.model].role
 
     def pot_model(self) -> AD5206Model:
-        """The part behind a pot bank, as this spec sizes it."""
-        return AD5206Model(r_ab=self.r_ab, r_w=self.r_w, channels=self.channels)
+        """The part behind a pot bank, as this spec sizes it, with its measured calibration."""
+        return AD5206Model(
+            r_ab=self.r_ab, r_w=self.r_w, channels=self.channels, calibrations=self.calibrations
+        )
 
     def pot_ratings(self) -> ratings.PotRatings:
         """What this bank's pots may see: its supply, its part's (or the configured) wiper current."""
@@ -258,7 +322,7 @@ class BenchConfig:
         return {name: spec for name, spec in self.instruments.items() if spec.role == role}
 
 
-def read(path: str | Path) -> BenchConfig:
+def read(path: str | Path, calibrations: bool = True) -> BenchConfig:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -272,14 +336,16 @@ def read(path: str | Path) -> BenchConfig:
         raise ConfigError(f"{path}: malformed TOML ({exc}): fix the syntax at that line") from exc
     except RecursionError as exc:
         raise ConfigError(f"{path}: malformed TOML (nested too deeply): fix the file") from exc
-    return parse(path, raw)
+    return parse(path, raw, calibrations)
 
 
 SECTIONS = ("bench", "limits", "instruments", "probe", *MAPS)
 
 
-def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
-    """Check every table of a bench config on its own (`check_against` checks it with the network)."""
+def parse(path: Path, raw: dict[str, Any], calibrations: bool = True) -> BenchConfig:
+    """Check every table of a bench config on its own (`check_against` checks it with the network).
+    `calibrations=False` leaves the pots' calibration tables unread (`hil calibrate-pots` writes
+    them)."""
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         name = unknown[0]
@@ -299,7 +365,15 @@ def parse(path: Path, raw: dict[str, Any]) -> BenchConfig:
             f"±max_volts = {limits['max_volts']:g} V, more than {MAX_RAMP_STEPS}: raise ramp_step to at "
             f"least {2 * limits['max_volts'] / MAX_RAMP_STEPS:g} V"
         )
-    instruments = _instruments(path, _map(path, raw, "instruments"))
+    instruments = _instruments(path, _map(path, raw, "instruments"), calibrations)
+    if not bench["emulated"]:
+        for spec in instruments.values():
+            if spec.r_ab_tolerance or spec.r_w_range is not None:
+                raise ConfigError(
+                    f"{path}: [instruments.{spec.name}] r_ab_tolerance / r_w_range describe emulated parts, "
+                    "and this bench is real (emulated = false): remove them (measure the parts with "
+                    "`hil calibrate-pots`)"
+                )
     smu = _smu_channel(path, instruments)
     probe = check_table(path, "probe", raw.get("probe", {}), KEYS["probe"])
     if probe["matrix"] and instruments.get(probe["matrix"], _NONE).role != MATRIX:
@@ -351,7 +425,7 @@ def _map(path: Path, raw: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _instruments(path: Path, tables: dict[str, Any]) -> dict[str, InstrumentSpec]:
+def _instruments(path: Path, tables: dict[str, Any], calibrations: bool = True) -> dict[str, InstrumentSpec]:
     if len(tables) > MAX_INSTRUMENTS:
         raise ConfigError(
             f"{path}: [instruments] lists {len(tables)} instruments, more than {MAX_INSTRUMENTS}: split the "
@@ -371,11 +445,19 @@ def _instruments(path: Path, tables: dict[str, Any]) -> dict[str, InstrumentSpec
             keys = {k: v for k, v in keys.items() if k not in _POT_ONLY}
         values = check_table(path, section, table, keys)
         if values["model"] in MODELS and MODELS[values["model"]].role == POTS:
+            table_path = (path.parent / values["calibration"]) if values["calibration"] else None
+            loaded: dict[int, Calibration] = {}
+            if table_path is not None and calibrations:
+                try:
+                    loaded = pot_calibration.load(table_path, name, values["channels"])
+                except pot_calibration.CalibrationError as exc:
+                    raise ConfigError(f"{path}: [{section}] calibration: {exc}") from None
             wrong = ratings.supply_refusal(values["part"], values["supply"])
             if wrong is not None:
                 raise ConfigError(
                     f"{path}: [{section}] supply = {show(values['supply'])} is invalid: it must be {wrong}"
                 )
+            r_w_range = values["r_w_range"]
             specs[name] = InstrumentSpec(
                 name,
                 values["model"],
@@ -383,6 +465,12 @@ def _instruments(path: Path, tables: dict[str, Any]) -> dict[str, InstrumentSpec
                 values["channels"],
                 values["r_ab"],
                 values["r_w"],
+                table_path,
+                loaded,
+                float(values["r_ab_tolerance"]),
+                (float(r_w_range[0]), float(r_w_range[1])) if r_w_range else None,
+                values["part_seed"],
+                float(values["boot_seconds"]),
                 part=values["part"],
                 supply=(float(values["supply"][0]), float(values["supply"][1])),
                 wiper_current=float(values["wiper_current"]),
@@ -584,11 +672,12 @@ def check_against(config: BenchConfig, network: Network, method: str, max_source
         )
 
 
-def check_experiment(experiment: Experiment) -> None:
+def check_experiment(experiment: Experiment) -> dict[str, float] | None:
     """A bench config with the experiment it names, before any log or instrument: its tables,
-    the wiring against the network, and what the experiment will ask of its parts."""
+    the wiring against the network, and what the experiment will ask of its parts. Returns the
+    [conductances] values narrowed to calibrated pots' common range (None: nothing to narrow)."""
     if experiment.bench is None:
-        return
+        return None
     config = parse(experiment.bench.path, experiment.bench.tables)
     network, hyper, data = experiment.network(), experiment.hyper(), experiment.dataset()
     # A dry run measures on a simulator, which can do what a bench cannot (pcm); the bench's own
@@ -608,18 +697,7 @@ def check_experiment(experiment: Experiment) -> None:
             f"{p}: the experiment prunes edges ([training] prune_below = {hyper.pruning.below:g}), but "
             "this bench cannot open a pot: set prune_below = 0 (no pruning) for the bench"
         )
-    # Each edge's pot must reach the whole device range the trainer clips to.
-    for edge, (bank, channel) in sorted(config.pots.items()):
-        part = config.instruments[bank].pot_model()
-        low = part.nominal_conductance(part.taps - 1)
-        high = part.nominal_conductance(0)
-        tolerance = 1e-9 * high
-        if hyper.g_min < low - tolerance or hyper.g_max > high + tolerance:
-            raise ConfigError(
-                f'{p}: [pots] {edge} = "{bank}.{channel}" reaches {low:.4g} to {high:.4g} S, but the '
-                f"experiment's [conductances] g_min = {hyper.g_min:g}, g_max = {hyper.g_max:g} go beyond: "
-                "narrow the device range to the pots' (or set r_ab, r_w to the parts fitted)"
-            )
+    narrowed = _pot_range(config, experiment)
     # The first nudge (y near 0) is beta·|t|: beyond the limit, every nudged phase would be refused.
     nudge = hyper.beta * float(np.max(np.abs(data.targets)))
     if nudge > config.limits["max_nudge_current"]:
@@ -627,7 +705,50 @@ def check_experiment(experiment: Experiment) -> None:
             f"{p}: [limits] max_nudge_current = {config.limits['max_nudge_current']:g} A is below the nudge "
             f"beta·|t| = {nudge:g} A the experiment asks for: lower [training] beta or raise the limit"
         )
-    check_ratings(config, network, max_source_volts(network, data.inputs), hyper.g_min, hyper.g_max)
+    # The parts' ratings over the device range the trainer will use (narrowed by a calibration).
+    g_low, g_high = (narrowed["g_min"], narrowed["g_max"]) if narrowed else (hyper.g_min, hyper.g_max)
+    check_ratings(config, network, max_source_volts(network, data.inputs), g_low, g_high)
+    return narrowed
+
+
+def _pot_range(config: BenchConfig, experiment: Experiment) -> dict[str, float] | None:
+    """Each edge's pot must reach the whole device range the trainer clips to. Nominal parts: a
+    range beyond them is refused. Calibrated pots: the experiment's [conductances] range is
+    narrowed to what every pot realises (the returned values; None when nothing changes)."""
+    p, hyper = config.path, experiment.hyper()
+    parts = {bank: config.instruments[bank].pot_model() for bank, _ in config.pots.values()}
+    if not any(part.calibrations for part in parts.values()):
+        for edge, (bank, channel) in sorted(config.pots.items()):
+            part = parts[bank]
+            low = part.nominal_conductance(part.taps - 1)
+            high = part.nominal_conductance(0)
+            tolerance = 1e-9 * high
+            if hyper.g_min < low - tolerance or hyper.g_max > high + tolerance:
+                raise ConfigError(
+                    f'{p}: [pots] {edge} = "{bank}.{channel}" reaches {low:.4g} to {high:.4g} S, but the '
+                    f"experiment's [conductances] g_min = {hyper.g_min:g}, g_max = {hyper.g_max:g} go "
+                    "beyond: narrow the device range to the pots' (or set r_ab, r_w to the parts fitted, "
+                    "or calibrate them: `hil calibrate-pots`)"
+                )
+        return None
+    tables = {edge: parts[bank].calibration(channel) for edge, (bank, channel) in config.pots.items()}
+    low, high = pot_calibration.common_range(tables)
+    g_min, g_max = max(hyper.g_min, low), min(hyper.g_max, high)
+    if g_min >= g_max:
+        raise ConfigError(
+            f"{p}: the calibrated pots all realise only {low:.4g} to {high:.4g} S, which misses the "
+            f"experiment's [conductances] g_min = {hyper.g_min:g}, g_max = {hyper.g_max:g}: move the "
+            "device range into theirs (or fit parts of another grade)"
+        )
+    if (g_min, g_max) == (hyper.g_min, hyper.g_max):
+        return None
+    c = experiment["conductances"]
+    return {
+        "g_min": g_min,
+        "g_max": g_max,
+        "init_low": min(max(float(c["init_low"]), g_min), g_max),
+        "init_high": max(min(float(c["init_high"]), g_max), g_min),
+    }
 
 
 def check_ratings(

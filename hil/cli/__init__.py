@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hil.cli import bench, check, keys, run, study, watch
+from hil.cli import bench, calibrate, check, keys, run, study, watch
 from hil.cli.common import EXIT_FAILED, EXIT_USAGE
 from hil.config import ConfigError
 from hil.interface import BackendError
@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
         prog="hil", description="Train physical resistive networks with Equilibrium Propagation."
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (run, check, study, bench, keys, watch):
+    for group in (run, check, study, bench, calibrate, keys, watch):
         group.register(sub)
     return p
 

@@ -27,7 +27,7 @@ from drivers.models import MATRIX, POTS, SMU
 from hil.network import Network
 from sim.noise import bench_errors
 from sim.virtual.circuit import EmulatedCircuit, Wiring
-from sim.virtual.pot_emulators import PotBridgeEmulator
+from sim.virtual.pot_emulators import PotBridgeEmulator, draw_parts
 from sim.virtual.server import DISCONNECT, Action, Fault, Hit, LineServer
 from sim.virtual.smu_emulators import Emulated2450, Emulated2600B, EmulatedB2900, Reading
 from sim.virtual.state import BenchState, PotBankState, RelayState, SmuState
@@ -94,12 +94,13 @@ def wiring(config: BenchConfig, network: Network) -> Wiring:
     for amplifier, channels in config.amplifiers.items():
         for channel in channels:
             crosspoints[(matrix, channel)] = ("invert", amplifier, "")
-    models = {name: spec.pot_model() for name, spec in config.of_role(POTS).items()}
+    # The true parts, not the driver's model of them (nor its calibration): what a pot conducts.
+    parts = {name: draw_parts(spec) for name, spec in config.of_role(POTS).items()}
     return Wiring(
         hardwired=hardwired,
         crosspoints=crosspoints,
         pots=dict(config.pots),
-        pot_conductance=lambda bank, channel, code: models[bank].nominal_conductance(code),
+        pot_conductance=lambda bank, channel, code: parts[bank][channel - 1].conductance(code),
     )
 
 
