@@ -132,6 +132,11 @@ def save(path: Path, bank: str, fits: Sequence[PotFit], note: str) -> None:
 def load(path: Path, bank: str, channels: int) -> dict[int, Calibration]:
     """Per channel, the measured conductances (the fit for codes not measured). Raises
     `CalibrationError` (one line) for a file that is missing, malformed, or for another bank."""
+    return {fit.channel: Calibration(fit.table()) for fit in read_fits(path, bank, channels)}
+
+
+def read_fits(path: Path, bank: str, channels: int) -> list[PotFit]:
+    """The table file's pots as written (see `load`)."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -147,7 +152,7 @@ def load(path: Path, bank: str, channels: int) -> dict[int, Calibration]:
         raise CalibrationError(f"{path} is not a pot calibration table (format {FORMAT}): {again}")
     if raw.get("bank") != bank:
         raise CalibrationError(f"{path} calibrates bank {raw.get('bank')!r}, not {bank!r}: name its own file")
-    out: dict[int, Calibration] = {}
+    out: list[PotFit] = []
     for key, entry in raw["channels"].items():
         try:
             channel = int(key)
@@ -156,8 +161,11 @@ def load(path: Path, bank: str, channels: int) -> dict[int, Calibration]:
             r_w, r_ab = float(entry["r_w"]), float(entry["r_ab"])
             if not 1 <= channel <= channels or len(codes) != len(g) or not codes:
                 raise ValueError("channel or table size")
-            fit = PotFit(str(entry.get("edge", "")), bank, channel, tuple(codes), tuple(g), r_w, r_ab, 0.0)
-            out[channel] = Calibration(fit.table())
+            rms = float(entry.get("rms_relative", 0.0))
+            fit = PotFit(str(entry.get("edge", "")), bank, channel, tuple(codes), tuple(g), r_w, r_ab, rms)
+            fit.table()  # refuses a table that is not a calibration (a code out of range, G ≤ 0)
+            Calibration(fit.table())
+            out.append(fit)
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"{path}: channel {key!r} is malformed ({exc}): {again}") from None
     return out

@@ -315,3 +315,23 @@ def test_the_table_round_trips(tmp_path):
     table = loaded[2].table
     assert len(table) == TAPS and table[7] == 1 / 330.0  # measured
     assert table[100] == pytest.approx(1 / (60.0 + 9600.0 * 100 / 256), rel=1e-12)  # the fit
+
+
+def test_calibrating_some_edges_keeps_the_others_tables(tmp_path, hil):
+    path = write_bench(tmp_path, seed=6)
+    table = tmp_path / "bench-pots-calibration.toml"
+    first = hil("calibrate-pots", str(path), "--codes", "0,9,255", "--edges", "R1,R2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    path.write_text(
+        path.read_text().replace(
+            "part_seed = 6", 'part_seed = 6\ncalibration = "bench-pots-calibration.toml"'
+        )
+    )
+    second = hil("calibrate-pots", str(path), "--codes", "0,255", "--edges", "R2,R7", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "(kept 1 pots measured before)" in second.stdout
+    fits = {f.edge: f for f in cal.read_fits(table, "pots", 8)}
+    assert sorted(fits) == ["R1", "R2", "R7"]
+    assert fits["R1"].codes == (0, 9, 255) and fits["R2"].codes == (0, 255)  # R2 measured again
+    parts = truth(path)
+    assert fits["R7"].r_ab == pytest.approx(parts[6].r_ab, rel=1e-6)

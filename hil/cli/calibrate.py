@@ -119,8 +119,11 @@ def cmd_calibrate_pots(args: argparse.Namespace) -> int:
             warned += 1
     note = f"Written by `hil calibrate-pots {path.name}`: in-circuit conductance per code and the fit."
     for bank, out in outputs.items():
-        cal.save(out, bank, [f for f in fits if f.bank == bank], note)
-        print(f"calibration of {bank}: {out}")
+        written = {f.channel: f for f in _kept(out, bank, bench.instruments[bank].channels)}
+        written.update({f.channel: f for f in fits if f.bank == bank})
+        cal.save(out, bank, list(written.values()), note)
+        kept = len(written) - sum(f.bank == bank for f in fits)
+        print(f"calibration of {bank}: {out}" + (f" (kept {kept} pots measured before)" if kept else ""))
     tables = {f.edge: Calibration(f.table()) for f in fits}
     low, high = cal.common_range(tables)
     hyper = experiment.hyper()
@@ -140,6 +143,16 @@ def cmd_calibrate_pots(args: argparse.Namespace) -> int:
     if warned:
         print(f"{warned} out-of-spec figure(s): check those parts (the table still maps what they do)")
     return 0
+
+
+def _kept(out: Path, bank: str, channels: int) -> list[cal.PotFit]:
+    """The pots an earlier run wrote to `out` (calibrating some edges keeps the others' tables)."""
+    if not out.exists():
+        return []
+    try:
+        return cal.read_fits(out, bank, channels)
+    except cal.CalibrationError:
+        return []  # not a table of this bank (--force was given): replaced whole
 
 
 def _output(path: Path, bench: benchconfig.BenchConfig, bank: str, out: str | None, banks: int) -> Path:

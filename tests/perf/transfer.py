@@ -14,6 +14,8 @@ narrowed to what every pot realises). Counted: seeds whose free-phase error is â
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import re
 import tempfile
 import time
@@ -103,9 +105,8 @@ def main() -> None:
             path = toleranced(bench, folder, seed, args.tolerance, args.r_w_range)
             uncal, _, _ = bench_db(path, g)
             table = folder / f"bench-{seed}-pots-calibration.toml"
-            code = hil_main(
-                ["calibrate-pots", str(path), "--codes", args.codes, "--out", str(table), "--force"]
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # its per-pot lines: not this table's
+                code = hil_main(["calibrate-pots", str(path), "--codes", args.codes, "--out", str(table)])
             assert code == 0, f"calibrate-pots exited {code}"
             path.write_text(
                 re.sub(
