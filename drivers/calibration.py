@@ -271,9 +271,11 @@ def calibrate(
     codes: Sequence[int] = ALL_CODES,
     levels: Levels = Levels(),
     progress: Callable[[str], None] = lambda line: None,
+    check: Callable[[], None] = lambda: None,
 ) -> list[PotFit]:
     """Every planned pot measured at `codes` and fitted. Pots not under test sit at the safe (top)
-    code; levels are sized so no pot carries more than `levels.max_current` by the nominal part."""
+    code; levels are sized so no pot carries more than `levels.max_current` by the nominal part.
+    `check` is called before each code (it raises to stop: a signal, between two readings)."""
     net = bench.network
     safe = TAPS - 1
     everything = {p.edge: safe for p in plans}
@@ -282,9 +284,9 @@ def calibrate(
         bank, channel = where[p.edge]
         part = parts[bank]
         if p.source:
-            g = _through_source(bench, p, codes, part, levels, everything)
+            g = _through_source(bench, p, codes, part, levels, everything, check)
         else:
-            g = _through_output(bench, p, codes, part, levels, everything, net)
+            g = _through_output(bench, p, codes, part, levels, everything, net, check)
         bench.program_codes({p.edge: safe})
         r_w, r_ab, rms = fit_rheostat(codes, g)
         fits.append(PotFit(p.edge, bank, channel, tuple(codes), tuple(float(x) for x in g), r_w, r_ab, rms))
@@ -305,11 +307,13 @@ def _through_source(
     part: AD5206Model,
     levels: Levels,
     start: dict[str, int],
+    check: Callable[[], None],
 ) -> list[float]:
     bench.program_codes(dict(start))
     index = bench.network.node_index
     out = []
     for code in codes:
+        check()
         share = part.nominal_conductance(code) / max(len(p.companions), 1)
         companion = min(part.codes, key=lambda c: abs(part.nominal_conductance(c) - share))
         bench.program_codes({p.edge: code, **{e: companion for e in p.companions}})
@@ -334,6 +338,7 @@ def _through_output(
     levels: Levels,
     start: dict[str, int],
     net: Network,
+    check: Callable[[], None],
 ) -> list[float]:
     """KCL at the output: I_n = G_swept(code)·(V_out − V_far) + Σ_held G_h·(V_out − V_h)."""
     bench.program_codes(dict(start))
@@ -346,6 +351,7 @@ def _through_output(
     rhs: list[float] = []
     n_codes = len(codes)
     for k, code in enumerate(codes):
+        check()
         bench.program_codes({p.edge: code})
         current = levels.volts * part.nominal_conductance(code) / 2.0
         current = min(current, levels.max_current / 2.0, levels.max_nudge)

@@ -5,10 +5,12 @@ virtual bench draws each part's R_AB and R_W, which the calibration never sees).
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_hil
 
 from drivers import benchconfig
 from drivers import calibration as cal
@@ -335,3 +337,16 @@ def test_calibrating_some_edges_keeps_the_others_tables(tmp_path, hil):
     assert fits["R1"].codes == (0, 9, 255) and fits["R2"].codes == (0, 255)  # R2 measured again
     parts = truth(path)
     assert fits["R7"].r_ab == pytest.approx(parts[6].r_ab, rel=1e-6)
+
+
+def test_a_signal_stops_between_readings_leaves_the_bench_safe_and_writes_nothing(tmp_path):
+    path = write_bench(tmp_path)
+    run = start_hil("calibrate-pots", str(path), cwd=tmp_path)  # all 256 codes: long enough
+    assert run.stdout is not None
+    first = run.stdout.readline()
+    assert "calibrating 8 pots at 256 codes" in first
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert "SIGTERM: stopped between two readings; the bench is safe, nothing was written" in out
+    assert not (tmp_path / "bench-pots-calibration.toml").exists()

@@ -21,8 +21,9 @@ from drivers.bench import open_bench
 from drivers.models import POTS
 from drivers.pots import TAPS, Calibration
 from hil import config, runlog
-from hil.cli.common import StopFlag
+from hil.cli.common import EXIT_INTERRUPTED, StopFlag
 from hil.interface import Backend
+from hil.train import Interrupted
 
 
 def parse_codes(text: str) -> list[int]:
@@ -88,7 +89,7 @@ def cmd_calibrate_pots(args: argparse.Namespace) -> int:
         flush=True,
     )
     levels = cal.Levels(args.volts, max_current=args.max_current, max_nudge=bench.limits["max_nudge_current"])
-    with StopFlag():
+    with StopFlag() as stop:
         backend: Backend = open_bench(
             bench,
             network,
@@ -97,6 +98,7 @@ def cmd_calibrate_pots(args: argparse.Namespace) -> int:
             serve if bench.emulated else None,
             predict=twin_predictor(network),
         )
+        interrupted = ""
         try:
             fits = cal.calibrate(
                 backend,  # type: ignore[arg-type]
@@ -106,12 +108,18 @@ def cmd_calibrate_pots(args: argparse.Namespace) -> int:
                 codes,
                 levels,
                 progress=lambda line: print(f"  {line}", flush=True),
+                check=stop.check,
             )
+        except Interrupted as exc:
+            interrupted = str(exc.args[0]) if exc.args else "a signal"
         finally:
             try:
                 backend.safe_state()
             finally:
                 backend.close()
+    if interrupted:
+        print(f"hil: {interrupted}: stopped between two readings; the bench is safe, nothing was written")
+        return EXIT_INTERRUPTED
     warned = 0
     for fit in fits:
         for problem in fit.problems(parts[fit.bank]):
