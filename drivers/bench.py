@@ -348,7 +348,103 @@ class BenchBackend:
         return State(v, None)
 
     def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
-        return settle_each(self, inputs, nudges)
+        """Samples of the same inputs (the centered estimator's +β and −β rows) settle together:
+        the sources set once, then node by node the probe is routed once and read under each
+        sample's nudge in turn (+β, then −β), so the slow drift and flicker of the sources and the
+        probe are nearly the same in both readings and cancel in their difference. Each reading is
+        taken with its own sample's levels applied, as a settle of its own would take it; the relays
+        move once per node and group instead of once per node and sample. Samples whose inputs
+        appear once settle one by one (`settle`)."""
+        self._check_open()
+        inputs = np.atleast_2d(np.asarray(inputs, dtype=float))
+        groups = _same_inputs(inputs)
+        if all(len(group) == 1 for group in groups):
+            return settle_each(self, inputs, nudges)
+        nodes = self.network.nudge_nodes
+        per_row = [
+            None if nudges is None else dict(zip(nodes, map(float, nudges[k]), strict=True))
+            for k in range(len(inputs))
+        ]
+        v = np.zeros((len(inputs), len(self.network.nodes)))
+        for group in groups:
+            if len(group) == 1:
+                v[group[0]] = self.settle(inputs[group[0]], per_row[group[0]]).voltages
+            else:
+                v[group] = self._settle_group(inputs[group[0]], [per_row[k] for k in group])
+        return State(v, None)
+
+    def _settle_group(self, inputs: np.ndarray, nudges: list[dict[str, float] | None]) -> np.ndarray:
+        """[members, nodes]: one input vector under several nudges, read node by node (see
+        `settle_batch`). Every member's levels are checked before anything moves."""
+        net, lim = self.network, self.limits
+        src_sign, _ = net.sign_multipliers(self._g)
+        levels = net.source_values(inputs) * src_sign
+        predicted = []
+        for member in nudges:
+            self._refuse_levels(levels, member or {})
+            predicted.append(self._predicted(levels, member or {}))
+        for _ in nudges:  # each member is a settle for the periodic check, as `settle` counts it
+            self._settles += 1
+            if self._settles % VERIFY_EVERY == 0:
+                self.verify()
+        for s, level in zip(net.sources, levels, strict=True):
+            self._ramp(self.config.sources[s.name], float(level))
+        v = np.zeros((len(nudges), len(net.nodes)))
+        probed: list[tuple[str, int] | None] = [*self._probe_nodes] or [None]
+        for step, where in enumerate(probed):
+            if where is not None:
+                self._route_probe(where[0])
+            for m, member in enumerate(nudges):
+                self._apply_nudges(member or {})
+                if step == 0:  # the channels that hold their own nodes: read once per member
+                    self._read_held(levels, v[m])
+                if where is not None:
+                    v[m, where[1]] = self._read(self.config.probe_channel or "")
+                    self._check_probe_limit(where[0], v[m, where[1]])
+        terminal = float(np.max(np.abs(v), initial=0.0))
+        if terminal > lim["pot_terminal_volts"]:
+            raise self._stop(
+                f"a pot terminal reached {terminal:g} V, above pot_terminal_volts = "
+                f"{lim['pot_terminal_volts']:g}"
+            )
+        for reading, prediction in zip(v, predicted, strict=True):
+            self._check_measured(reading, prediction)
+        return v
+
+    def _refuse_levels(self, levels: np.ndarray, nudges: dict[str, float]) -> None:
+        """`settle`'s checks of the levels it is about to apply, before anything is touched."""
+        lim = self.limits
+        worst = float(np.max(np.abs(levels), initial=0.0))
+        if worst > lim["max_volts"]:
+            raise BenchSafetyError(
+                f"a source would be set to {worst:g} V, above max_volts = {lim['max_volts']:g}"
+            )
+        unknown = set(nudges) - set(self.config.nudges)
+        if unknown:
+            raise BackendError(f"nudge at {sorted(unknown)}: only output nodes can be nudged")
+        big = max((abs(i) for i in nudges.values()), default=0.0)
+        if big > lim["max_nudge_current"]:
+            raise BenchSafetyError(
+                f"a nudge of {big:g} A exceeds max_nudge_current = {lim['max_nudge_current']:g}"
+            )
+
+    def _apply_nudges(self, nudges: dict[str, float]) -> None:
+        """Every nudge channel to its current (0 A where none is asked), then the settling wait."""
+        for node, key in self.config.nudges.items():
+            self._set(key, float(nudges.get(node, 0.0)))
+        if self.config.settle_seconds:
+            time.sleep(self.config.settle_seconds)
+
+    def _read_held(self, levels: np.ndarray, v: np.ndarray) -> None:
+        """Source nodes and nudged nodes, each read by its own SMU, into `v` (as `settle` reads
+        them, with the same checks)."""
+        for s, i, level in zip(self.network.sources, self._source_nodes, levels, strict=True):
+            v[i] = self._read(self.config.sources[s.name])
+            if abs(v[i] - level) > 1e-3 * max(1.0, abs(level)):
+                raise self._stop(self._not_holding(self.config.sources[s.name], s.name, v[i], level))
+        for node, i in self._nudge_nodes:
+            v[i] = self._read(self.config.nudges[node])
+            self._check_probe_limit(node, v[i])
 
     def safe_state(self) -> None:
         """Every output to 0 and off, every relay open, every pot at its safe code, all read back.
@@ -574,7 +670,11 @@ class BenchBackend:
             raise self._stop(f"{beyond[0]}{more}: the bench differs from its twin; stopped")
 
     def _read(self, key: str) -> float:
-        return float(self._guard(self.hw.smus[key].measure_voltage))
+        """One node's voltage: the mean of `[bench] averages` readings."""
+        smu = self.hw.smus[key]
+        if self.config.averages == 1:
+            return float(self._guard(smu.measure_voltage))
+        return float(np.mean([self._guard(smu.measure_voltage) for _ in range(self.config.averages)]))
 
     def _check_probe_limit(self, node: str, volts: float) -> None:
         if abs(volts) >= 0.999 * self.limits["compliance_voltage"]:
@@ -615,6 +715,14 @@ class BenchBackend:
             self._guard(matrix.close_channels, closing)
         self._guard(matrix.wait_complete)
         self._inverted = set(wanted)
+
+
+def _same_inputs(inputs: np.ndarray) -> list[list[int]]:
+    """Row indices grouped by identical input rows, groups in order of first appearance."""
+    groups: dict[bytes, list[int]] = {}
+    for k, row in enumerate(inputs):
+        groups.setdefault(np.ascontiguousarray(row).tobytes(), []).append(k)
+    return list(groups.values())
 
 
 def _smu(channel: SourceMeter) -> SmuRole:

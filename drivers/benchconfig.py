@@ -5,7 +5,7 @@ runs `check_experiment` (registered below) on every bench config it loads, so ev
 refuses a bad bench config before it writes a log. The file has keyed tables (`KEYS`, documented
 key by key like an experiment's) and maps (`MAPS`, one entry per network element):
 
-    [bench]               experiment, emulated, settle_seconds, nplc, noise
+    [bench]               experiment, emulated, settle_seconds, nplc, averages, noise
     [limits]              max_volts, compliance_current, compliance_voltage, max_nudge_current,
                           ramp_step, pot_terminal_volts (these required), ramp_delay
     [instruments.NAME]    model, address (+ pot banks: part, supply, wiper_current (its ratings,
@@ -48,6 +48,7 @@ from hil.config import (
     show,
 )
 from hil.network import Network
+from hil.train import Hyper
 
 
 def _address_ok(address: str) -> bool:
@@ -94,6 +95,19 @@ KEYS: dict[str, dict[str, Key]] = {
         ),
         "settle_seconds": number(0.0, 0.0, 60.0, "s", "wait after setting levels, s"),
         "nplc": number(1.0, 0.01, 10.0, "PLC", "integration time of every SMU reading, PLC"),
+        # Both shrink the reading noise as 1/√(time spent); NPLC integrates over whole line cycles
+        # (rejects mains pickup, one autozero), readings averaged each pay the per-reading overhead;
+        # neither removes the sources' flicker, and a longer read leaves more drift between +β and −β.
+        "averages": number(
+            1,
+            1,
+            1000,
+            "",
+            "readings averaged per node and phase (each at nplc): the reading noise falls as 1/√averages, "
+            "as with averages × nplc, but each reading costs its overhead too and the sources' flicker "
+            "does not average away",
+            kind=int,
+        ),
         "noise": Key(
             "none",
             str,
@@ -313,6 +327,7 @@ class BenchConfig:
     pots: dict[str, tuple[str, int]]
     amplifiers: dict[str, list[str]]
     noise: str = "none"  # the virtual bench's SMU error model ([bench] noise)
+    averages: int = 1  # readings averaged per node and phase ([bench] averages)
 
     def smu_channels(self) -> list[str]:
         used = [*self.sources.values(), *self.nudges.values()]
@@ -402,6 +417,7 @@ def parse(path: Path, raw: dict[str, Any], calibrations: bool = True) -> BenchCo
         _pots(path, _map(path, raw, "pots"), instruments),
         amplifiers,
         noise=bench["noise"],
+        averages=int(bench["averages"]),
     )
 
 
@@ -698,17 +714,37 @@ def check_experiment(experiment: Experiment) -> dict[str, float] | None:
             "this bench cannot open a pot: set prune_below = 0 (no pruning) for the bench"
         )
     narrowed = _pot_range(config, experiment)
-    # The first nudge (y near 0) is beta·|t|: beyond the limit, every nudged phase would be refused.
-    nudge = hyper.beta * float(np.max(np.abs(data.targets)))
+    # The largest nudge any sample can ask for, refused here: a phase beyond the limit mid-run
+    # would stop the run.
+    nudge, how = largest_nudge(network, hyper, data.targets, config.limits["compliance_voltage"])
     if nudge > config.limits["max_nudge_current"]:
+        key = "nudge_current" if hyper.nudge_current > 0 else "beta"
         raise ConfigError(
-            f"{p}: [limits] max_nudge_current = {config.limits['max_nudge_current']:g} A is below the nudge "
-            f"beta·|t| = {nudge:g} A the experiment asks for: lower [training] beta or raise the limit"
+            f"{p}: [limits] max_nudge_current = {config.limits['max_nudge_current']:g} A is below the "
+            f"largest nudge the experiment can ask for, {how} = {nudge:.3g} A: lower [training] {key} "
+            "(or raise the limit)"
         )
     # The parts' ratings over the device range the trainer will use (narrowed by a calibration).
     g_low, g_high = (narrowed["g_min"], narrowed["g_max"]) if narrowed else (hyper.g_min, hyper.g_max)
     check_ratings(config, network, max_source_volts(network, data.inputs), g_low, g_high)
     return narrowed
+
+
+def largest_nudge(
+    network: Network, hyper: Hyper, targets: np.ndarray, output_volts: float
+) -> tuple[float, str]:
+    """(A, how it is bounded): the largest current a nudge channel is asked for over a data set.
+    A constant-current nudge: I0. A fixed β: β·max|t − y|, with y anywhere its nudge channels let
+    it be: each channel holds its node within ±compliance_voltage (a doubled output's y spans
+    twice that), so no reading of y, however far training wanders, asks for more."""
+    if hyper.nudge_current > 0:
+        return network.nudge_peak(hyper.nudge_current), "[training] nudge_current"
+    span = output_volts * np.array([2.0 if o.minus is not None else 1.0 for o in network.outputs])
+    error = np.max(np.abs(np.asarray(targets, float)), axis=0, initial=0.0) + span
+    return network.largest_nudge(hyper.beta * error), (
+        f"beta·max|t − y| (|y| up to compliance_voltage = {output_volts:g} V) = {hyper.beta:g} A/V × "
+        f"{float(np.max(error)):g} V"
+    )
 
 
 def _pot_range(config: BenchConfig, experiment: Experiment) -> dict[str, float] | None:

@@ -3,10 +3,11 @@
 XOR (configs/xor.toml and xor-bench.toml without its pots' steps, twin, seeds 0-11, 100 epochs)
 read through SMU error models: how many seeds
 end at or below -15 dB, noise-free and with noise, at the shipped β and at larger ones, with one
-reading per node or averaged. Also what the readings look like: per-node rms and the spread of the
-centered-VDM estimate at one state.
+reading per node or averaged, with constant-current nudges (`nudge_current` = I0), and the shipped
+bench-ready variant configs/xor-noisy.toml. Also what the readings look like: per-node rms and the
+spread of the centered-VDM estimate at one state.
 
-    .venv/bin/python tests/perf/noise.py [--quick]
+    .venv/bin/python tests/perf/noise.py [--quick] [--workers N]
 """
 
 from __future__ import annotations
@@ -63,8 +64,20 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("xor-bench.toml", "noise-free, β 1e-6 (shipped)", {}, {}),
     ("xor-bench.toml", "2450, β 1e-6, NPLC 1", {"noise": "keithley-2450"}, {}),
     ("xor-bench.toml", "2450, β 1e-4, NPLC 1", {"noise": "keithley-2450"}, {"beta": 1e-4}),
+    # Constant-current nudges: β = I0/‖t − y‖ per sample, every nudge's current of norm I0.
+    ("xor.toml", "2450, I0 10 µA, NPLC 1", {"noise": "keithley-2450"}, {"nudge_current": 1e-5}),
+    ("xor.toml", "2450, I0 20 µA, NPLC 1", {"noise": "keithley-2450"}, {"nudge_current": 2e-5}),
+    ("xor.toml", "2450, I0 100 µA, NPLC 1", {"noise": "keithley-2450"}, {"nudge_current": 1e-4}),
+    ("xor.toml", "2450, I0 500 µA, NPLC 1", {"noise": "keithley-2450"}, {"nudge_current": 5e-4}),
+    ("xor-bench.toml", "2450, I0 10 µA, NPLC 1", {"noise": "keithley-2450"}, {"nudge_current": 1e-5}),
+    # The shipped variant (2450 model, I0 = 50 µA, NPLC 1), and around it.
+    ("xor-noisy.toml", "shipped: 2450, I0 50 µA, NPLC 1", {}, {}),
+    ("xor-noisy.toml", "noise-free, I0 50 µA", {"noise": "none"}, {}),
+    ("xor-noisy.toml", "2602B, I0 50 µA, NPLC 1", {"noise": "keithley-2602b"}, {}),
+    ("xor-noisy.toml", "2450, I0 50 µA, NPLC 0.1", {"nplc": 0.1}, {}),
+    ("xor-noisy.toml", "2450, I0 50 µA, NPLC 0.1, 10 averaged", {"nplc": 0.1, "averages": 10}, {}),
 ]
-QUICK = [0, 1, 4]
+QUICK = [0, 1, 4, 16]
 
 
 def readings_report() -> None:
@@ -83,38 +96,45 @@ def readings_report() -> None:
     exact = hil.load(ROOT / "configs/xor.toml", {"backend": {"name": "numeric"}})
     ref = hil.open_backend(exact)
     ref.program(g)
-    for beta in (1e-6, 1e-5, 1e-4, 1e-3):
-        truth = eqprop.compensated(ref.network, eqprop.measure(ref, g, x, t, "vdm-centered", beta).raw)
+    nudges = [(beta, 0.0, f"β {beta:g}") for beta in (1e-6, 1e-5, 1e-4, 1e-3)]
+    nudges += [(0.0, current, f"I0 {current:g} A") for current in (1e-5, 5e-5)]
+    for beta, current, name in nudges:
+        truth = eqprop.compensated(
+            ref.network, eqprop.measure(ref, g, x, t, "vdm-centered", beta, nudge_current=current).raw
+        )
         est = np.array(
             [
-                eqprop.compensated(b.network, eqprop.measure(b, g, x, t, "vdm-centered", beta).raw)
+                eqprop.compensated(
+                    b.network, eqprop.measure(b, g, x, t, "vdm-centered", beta, nudge_current=current).raw
+                )
                 for _ in range(50)
             ]
         )
         cos = est @ truth / (np.linalg.norm(est, axis=1) * np.linalg.norm(truth))
         rel = np.linalg.norm(est - truth, axis=1) / np.linalg.norm(truth)
         print(
-            f"  β {beta:g}: centered VDM vs the noise-free estimate, 50 repeats: cosine {cos.mean():.3f} "
+            f"  {name}: centered VDM vs the noise-free estimate, 50 repeats: cosine {cos.mean():.3f} "
             f"(min {cos.min():.3f}), relative error {np.median(rel):.3g} median"
         )
     b.close()
     ref.close()
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, workers: int = 2) -> None:
     print(f"\nXOR with SMU error models (twin, seeds 0-11, {EPOCHS} epochs): seeds ending ≤ {THRESHOLD:g} dB")
     readings_report()
     cases = [CASES[k] for k in QUICK] if quick else CASES
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(workers) as pool:
         for config, name, backend, training in cases:
             start = time.perf_counter()
             db = list(pool.map(_task, [(f"configs/{config}", backend, training, s) for s in SEEDS]))
             ok = sum(d <= THRESHOLD for d in db)
             print(
-                f"  {config:<14s} {name:<38s} {ok:2d}/12   final dB median {np.median(db):+.1f} "
+                f"  {config:<14s} {name:<40s} {ok:2d}/12   final dB median {np.median(db):+.1f} "
                 f"(range {min(db):+.1f} … {max(db):+.1f}), {time.perf_counter() - start:.0f} s"
             )
 
 
 if __name__ == "__main__":
-    main("--quick" in sys.argv)
+    args = sys.argv[1:]
+    main("--quick" in args, int(args[args.index("--workers") + 1]) if "--workers" in args else 2)
