@@ -294,7 +294,9 @@ def cmd_netlist(args: argparse.Namespace) -> int:
         finally:
             backend.safe_state()
             backend.close()
-        nudges = experiment.network().nudge_currents(t, y, experiment.hyper().beta)
+        hyper = experiment.hyper()
+        beta = eqprop.strength(experiment.network(), t, y, hyper.beta, hyper.nudge_current)
+        nudges = experiment.network().nudge_currents(t, y, float(beta))
     text = netlist(experiment.network(), g0, x, nudges, simulator_options(experiment["backend"]))
     header = f"* config {args.config}, sample {args.sample}, {args.phase} phase\n"
     sys.stdout.write(text.replace("\n", "\n" + header, 1))
