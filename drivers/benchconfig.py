@@ -807,7 +807,13 @@ def check_ratings(
         g_low = min(g_low, realised[0])
         g_high[edge] = max(g_max, realised[1])
     try:
-        bounds = ratings.worst_case(network, source_volts, g_low, config.limits["max_nudge_current"])
+        bounds = ratings.worst_case(
+            network,
+            source_volts,
+            g_low,
+            config.limits["max_nudge_current"],
+            max(g_high.values(), default=g_max),
+        )
     except ratings.RatingError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     found = ratings.worst_case_violations(

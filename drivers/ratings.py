@@ -235,10 +235,13 @@ def gain_scales(network: Network) -> dict[str, float]:
     return scale
 
 
-def worst_case(network: Network, max_source_volts: float, g_low: float, max_nudge: float) -> dict[str, float]:
+def worst_case(
+    network: Network, max_source_volts: float, g_low: float, max_nudge: float, g_high: float | None = None
+) -> dict[str, float]:
     """The largest |V| any node can reach (see the module's argument): any conductances of at
     least `g_low` (S), sources up to ±`max_source_volts`, either polarity of every amplifier, and
-    nudges of at most `max_nudge` (A) at every nudge node at once."""
+    nudges of at most `max_nudge` (A) at every nudge node at once. With `g_high` (S), the most
+    any conductance can be, the clamps tighten it (`_clamp_bound`)."""
     scale = gain_scales(network)
     sources = {s.node for s in network.sources}
     volts = abs(max_source_volts)
@@ -250,9 +253,48 @@ def worst_case(network: Network, max_source_volts: float, g_low: float, max_nudg
     for clamp in network.clamps:
         fixed += [abs(clamp.v_high) / scale[clamp.node], abs(clamp.v_low) / scale[clamp.node]]
     m = max(fixed)
+    if g_high is not None:
+        m = min(m, _clamp_bound(network, scale, sources, m, g_high))
     widening = _nudge_widening(network, g_low, max_nudge, scale)
     bounds = {node: scale[node] * (m + widening) for node in scale}
     return bounds | {node: volts for node in sources}
+
+
+def _clamp_bound(
+    network: Network, scale: dict[str, float], sources: set[str], m: float, g_high: float
+) -> float:
+    """A bound below m on every free |W| when the sources feed only clamped nodes (H3's bench
+    circuit: the hidden nodes hold the amplifiers' inputs near ±0.7 V, so |A|·m overstates the
+    amplifier outputs). Without nudges, take the free node of largest |W| = W* > every clamp's
+    |offset|. KCL there: its conductances to free nodes carry current towards it (they sit at
+    most at W*), its diode draws I_D(W* − offset) away, so if it is not clamped all its
+    neighbours sit at W* too; following them, a free group with no clamp would reach a source at
+    W* (≤ m, nothing to gain) unless every free node a source feeds is clamped. So the largest
+    |W| is at a clamped node k (or its amplifier's output, tied to it), where
+    I_D(W* − offset) ≤ G_k·(m − W*), G_k = g_high × the conductances from k to sources: W* is
+    at most the root of I_D(W − offset) = G_k·(m − W). The diode is taken at half the model's IS
+    (its temperature scaling) and the clamp's weaker side. The nudge widening adds as before."""
+    fed = {
+        c.b if c.a in sources else c.a for c in network.conductances if (c.a in sources) != (c.b in sources)
+    }
+    clamps = {c.node: min(abs(c.v_high), abs(c.v_low)) for c in network.clamps}
+    if not fed or not fed <= set(clamps) or any(scale[n] != 1.0 for n in fed):
+        return m
+    model = network.diode_model
+    thermal = 1.380649e-23 * (network.temperature + 273.15) / 1.602176634e-19
+    slope = model.emission_coefficient * thermal
+    worst = 0.0
+    for node in fed:
+        g = g_high * sum(
+            (c.a == node and c.b in sources) or (c.b == node and c.a in sources) for c in network.conductances
+        )
+        low, high = clamps[node], m
+        for _ in range(200):  # bisection: the diode's current rises, the feed's falls with W
+            mid = 0.5 * (low + high)
+            diode = 0.5 * model.saturation_current * np.expm1(min((mid - clamps[node]) / slope, 700.0))
+            low, high = (mid, high) if diode < g * (m - mid) else (low, mid)
+        worst = max(worst, high)
+    return worst
 
 
 def _nudge_widening(network: Network, g_low: float, max_nudge: float, scale: dict[str, float]) -> float:
