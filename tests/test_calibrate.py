@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from drivers.pots import TAPS, AD5206Model
 from hil import builders, config
 from hil.cli.calibrate import parse_codes
 from hil.config import ConfigError
+from hil.runlog import read as read_run
 from sim.factory import twin_predictor
 from sim.virtual.bench import VirtualBench
 from sim.virtual.pot_emulators import EmulatedPot, draw_parts
@@ -262,6 +264,16 @@ def test_the_command_writes_a_table_that_the_bench_config_loads(tmp_path, hil):
         # between measured codes the fit, which is the part's own formula here
         wanted = part.conductance(60)
         assert model.code_for(channel, wanted) == 60
+    # A training on the calibrated bench runs inside the narrowed range, and its log keeps it.
+    trained = hil("train", str(path), "--epochs", "1", "--out", str(tmp_path / "run.h5"), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    run = read_run(tmp_path / "run.h5")
+    assert tomllib.loads(run.config_toml)["conductances"]["g_min"] == experiment.hyper().g_min
+    for k, edge in enumerate(run.edge_names):  # realised: a code of the measured table near the range
+        table = set(model.calibration(k + 1).table.values())
+        for g in np.abs(run.conductances[1:, k]):
+            assert g in table, edge
+            assert experiment.hyper().g_min / 1.05 <= g <= experiment.hyper().g_max * 1.05, edge
     # Again: the configured table is replaced without --force; another existing file needs it.
     again = hil("calibrate-pots", str(path), "--codes", "0,255", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
