@@ -181,7 +181,7 @@ def test_bad_wiper_ranges_are_refused(tmp_path, value):
 
 
 # ---------------------------------------------------------------------------------------- measuring
-def calibrated(path: Path, codes: list[int]) -> tuple[list[cal.PotFit], VirtualBench]:
+def calibrated(path: Path, codes: list[int]) -> tuple[list[cal.PotFit], VirtualBench, dict]:
     """The pots of the bench at `path` measured in-process on its own virtual bench."""
     bench = benchconfig.read(path, calibrations=False)
     experiment = config.load(path)
@@ -203,14 +203,16 @@ def calibrated(path: Path, codes: list[int]) -> tuple[list[cal.PotFit], VirtualB
     finally:
         backend.safe_state()
         backend.close()
-    return fits, virtual
+    return fits, virtual, backend.rating_record
 
 
 def test_every_pot_is_measured_as_the_emulated_part_is(tmp_path):
     path = write_bench(tmp_path)
     codes = [0, 1, 2, 5, 20, 90, 200, 255]
-    fits, virtual = calibrated(path, codes)
+    fits, virtual, record = calibrated(path, codes)
     assert virtual.unsafe() == []  # left safe: outputs off at 0, relays open, pots at the safe code
+    # every settle predicted and read inside the ratings; no wiper beyond the calibration's 1 mA
+    assert record["settles"] > 0 and record["largest_wiper_current"] <= 1e-3
     parts = truth(path)
     assert [f.edge for f in fits] == [f"R{k}" for k in range(1, 9)]
     for fit in fits:
@@ -225,7 +227,7 @@ def test_every_pot_is_measured_as_the_emulated_part_is(tmp_path):
 
 def test_with_datasheet_noise_the_fit_is_within_a_percent(tmp_path):
     path = write_bench(tmp_path, noise="datasheet", seed=2)
-    fits, _ = calibrated(path, [0, 1, 2, 3, 8, 32, 128, 255])
+    fits, _, _ = calibrated(path, [0, 1, 2, 3, 8, 32, 128, 255])
     parts = truth(path)
     for fit in fits:
         part = parts[fit.channel - 1]

@@ -82,14 +82,14 @@ def cmd_calibrate_pots(args: argparse.Namespace) -> int:
         virtual = VirtualBench(bench, network, seed=seed).start()
         return virtual.addresses, virtual.stop
 
-    print(
-        f"{path}: calibrating {len(plans)} pots at {len(codes)} codes "
-        f"({'virtual bench' if bench.emulated else 'instruments'}), ≤ {args.volts:g} V across and "
-        f"≤ {args.max_current:g} A through a pot",
-        flush=True,
-    )
     levels = cal.Levels(args.volts, max_current=args.max_current, max_nudge=bench.limits["max_nudge_current"])
     with StopFlag() as stop:
+        print(
+            f"{path}: calibrating {len(plans)} pots at {len(codes)} codes "
+            f"({'virtual bench' if bench.emulated else 'instruments'}), ≤ {args.volts:g} V across and "
+            f"≤ {args.max_current:g} A through a pot",
+            flush=True,
+        )
         backend: Backend = open_bench(
             bench,
             network,
@@ -117,6 +117,13 @@ def cmd_calibrate_pots(args: argparse.Namespace) -> int:
                 backend.safe_state()
             finally:
                 backend.close()
+    record = getattr(backend, "rating_record", {})
+    if record.get("settles"):
+        print(
+            f"{record['settles']} settles, every one predicted within the pots' ratings first: largest pot "
+            f"terminal read {record['largest_terminal_volts']:.3g} V, largest wiper current "
+            f"{record['largest_wiper_current']:.3g} A (by the nominal conductances)"
+        )
     if interrupted:
         print(f"hil: {interrupted}: stopped between two readings; the bench is safe, nothing was written")
         return EXIT_INTERRUPTED
