@@ -164,21 +164,11 @@ def test_hyper_refuses_a_negative_or_infinite_nudge_current() -> None:
 
 
 # ---------------------------------------------------------------------------------------- the bench
-SMALL = {
-    "backend": {"name": "numeric"},
-    "circuit": {"amplifier_gain": 2.0},
-    "dataset": {"input_low": -0.5, "input_high": 0.5, "target_high": 0.25},
-    "conductances": {"g_max": 2e-3, "init_high": 2e-3},
-}
-
-
 def _loopback_bench(configs, **bench_keys):
     """bench-virtual.toml's bench with its drivers wired in memory to its emulators (no sockets),
     configured as `open_bench` would; `bench_keys` replace BenchConfig fields."""
     bench = replace(benchconfig.read(configs / "bench-virtual.toml"), **bench_keys)
-    # xor-bench.toml scaled down to stay inside the pots' ratings whatever the bench's own
-    # circuit becomes: a quarter of its input volts, half its gain, a tenth of its conductances.
-    experiment = hil.load(configs / "xor-bench.toml", SMALL)
+    experiment = hil.load(configs / "bench-virtual.toml")
     net = experiment.network()
     virtual = VirtualBench(bench, net)
     hw = Instruments()
@@ -225,12 +215,14 @@ class _Log:
         backend._read = logged_read
 
 
-def _pairs(experiment, backend, rows, beta=1e-4):
-    """The centered estimator's settle: rows' inputs twice, +β then −β nudges at their free outputs."""
+def _pairs(experiment, backend, rows):
+    """The centered estimator's settle: rows' inputs twice, +β then −β nudges at their free
+    outputs (the experiment's constant-current nudge)."""
     data = experiment.dataset()
     x, t = data.inputs[rows], data.targets[rows]
-    y = eqprop.outputs(backend.network, backend.settle_batch(x))
     net = backend.network
+    y = eqprop.outputs(net, backend.settle_batch(x))
+    beta = net.constant_current_beta(t, y, experiment.hyper().nudge_current)
     return np.concatenate([x, x]), np.concatenate(
         [net.nudge_matrix(t, y, beta), net.nudge_matrix(t, y, -beta)]
     )
@@ -259,12 +251,13 @@ def test_an_online_centered_estimate_on_the_bench_pairs_its_phases_with_a_consta
     backend, experiment = _loopback_bench(configs)
     data, g = experiment.dataset(), backend.program(experiment.start_conductances())
     x, t = data.inputs[2], data.targets[2]
+    current = experiment.hyper().nudge_current
     log = _Log(backend)
-    paired = eqprop.measure(backend, g, x, t, "vdm-centered", 1.0, nudge_current=2e-5)
+    paired = eqprop.measure(backend, g, x, t, "vdm-centered", 1.0, nudge_current=current)
     assert len(log.routes) == 2 * len(backend.config.probe_routes)
-    assert sorted({level for _, level in log.readings}) == [-2e-5, 0.0, 2e-5]
+    assert sorted({level for _, level in log.readings}) == pytest.approx([-current, 0.0, current], rel=1e-12)
     backend.settle_batch = lambda inputs, nudges=None: settle_each(backend, inputs, nudges)
-    apart = eqprop.measure(backend, g, x, t, "vdm-centered", 1.0, nudge_current=2e-5)
+    apart = eqprop.measure(backend, g, x, t, "vdm-centered", 1.0, nudge_current=current)
     np.testing.assert_allclose(paired.raw, apart.raw, rtol=1e-6)
     backend.close()
 
@@ -308,20 +301,28 @@ def test_the_largest_nudge_is_bounded_over_any_output_the_nudge_channel_can_hold
 @pytest.mark.parametrize(
     ("training", "said"),
     [
-        ({"beta": 2e-4}, r"beta·max\|t − y\| .* = 0\.0002 A/V × 6 V = 0\.0012 A: lower \[training\] beta"),
         (
-            {"nudge_current": 1.1e-3},
-            r"\[training\] nudge_current = 0\.0011 A: lower \[training\] nudge_current",
+            {"nudge_current": 0, "beta": 2e-6},
+            r"beta·max\|t − y\| .* = 2e-06 A/V × 6 V = 1\.2e-05 A: lower \[training\] beta",
+        ),
+        (
+            {"nudge_current": 1.1e-5},
+            r"\[training\] nudge_current = 1\.1e-05 A: lower \[training\] nudge_current",
         ),
     ],
 )
 def test_a_nudge_beyond_the_benchs_limit_is_refused_when_the_config_loads(configs, training, said) -> None:
-    """bench-virtual.toml: max_nudge_current = 1 mA, compliance_voltage = 5 V, targets 0/1 V. The
-    first nudge β·|t| = 0.2 mA would pass; an output driven to −5 V asks for 1.2 mA."""
+    """bench-virtual.toml: max_nudge_current = 10 µA, compliance_voltage = 5 V, targets 0/1 V. At β
+    = 2e-6 A/V the first nudge β·|t| = 2 µA would pass; an output driven to −5 V asks for 12 µA."""
     with pytest.raises(
-        ConfigError, match=r"max_nudge_current = 0\.001 A is below the largest nudge .*" + said
+        ConfigError, match=r"max_nudge_current = 1e-05 A is below the largest nudge .*" + said
     ):
         hil.load(configs / "bench-virtual.toml", {"training": training})
+
+
+def test_a_nudge_within_the_benchs_limit_everywhere_loads(configs) -> None:
+    for training in ({"nudge_current": 0, "beta": 1.6e-6}, {"nudge_current": 1e-5}):  # 9.6 µA, 10 µA
+        assert hil.load(configs / "bench-virtual.toml", {"training": training}).bench is not None
 
 
 # ---------------------------------------------------------------------------------------- shipped
