@@ -349,3 +349,16 @@ def test_the_shipped_noisy_xor_trains_through_the_2450_error_model(configs) -> N
         accuracies.append(records[-1].accuracy)
     assert np.median(finals) <= -12.0, finals
     assert min(accuracies) == 1.0, accuracies
+
+
+def test_gradcheck_repeat_uses_a_configs_constant_current_nudge(configs, hil) -> None:
+    import json
+
+    out = hil("gradcheck", str(configs / "xor-noisy.toml"), "--repeat", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["nudge_current"] == 5e-5 and report["beta"] is None and report["exact_reference"]
+    fixed = json.loads(
+        hil("gradcheck", str(configs / "xor-noisy.toml"), "--repeat", "3", "--json", "--beta", "1e-4").stdout
+    )
+    assert fixed["beta"] == 1e-4 and "nudge_current" not in fixed

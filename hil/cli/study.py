@@ -101,6 +101,8 @@ def _gradcheck_repeated(
     if not beta > 0:
         raise ValueError(f"--beta {beta} must be > 0 (A/V)")
     method = args.method or hyper.method
+    # The config's own nudge: a constant current (its β follows each free phase) unless --beta.
+    current = hyper.nudge_current if args.beta is None else 0.0
     name = experiment["backend"]["name"]
     noisy = name == "bench" or experiment["backend"].get("noise", "none") != "none"
     backend = open_backend(experiment, method)
@@ -120,13 +122,15 @@ def _gradcheck_repeated(
         estimates = []
         for _ in range(args.repeat):
             backend.program(g)
-            m = eqprop.measure(backend, g, x, t, method, beta, hyper.pcm_perturbation)
+            m = eqprop.measure(backend, g, x, t, method, beta, hyper.pcm_perturbation, current)
             estimates.append(eqprop.compensated(net, m.raw))
     finally:
         backend.safe_state()
         backend.close()
     report = gradcheck_spread(np.array(estimates), fd, net.layers)
     head = {"config": str(args.config), "sample": args.sample, "method": method, "beta": beta}
+    if current > 0:
+        head = {**head, "beta": None, "nudge_current": current}
     if args.json:
         print(json.dumps({**head, "repeat": args.repeat, "exact_reference": noisy, **report}))
         return 0
@@ -138,7 +142,8 @@ def _gradcheck_repeated(
         else "the same backend's"
     )
     print(
-        f"{args.config}: sample {args.sample}, method {method}, beta {beta:g} A/V, {args.repeat} estimates "
+        f"{args.config}: sample {args.sample}, method {method}, "
+        f"{f'nudge current {current:g} A' if current > 0 else f'beta {beta:g} A/V'}, {args.repeat} estimates "
         f"against {against} finite-difference gradient"
     )
     for layer in report["layers"]:
