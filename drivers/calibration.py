@@ -344,9 +344,9 @@ def _through_output(
     bench.program_codes(dict(start))
     index = net.node_index
     held_far = [_far_end(net, h, p.output) for h in p.held]
-    # Inputs that move the held pots' far ends differently from the swept one's: every source in
-    # turn at ±drive, so the readings tell the held pots from the swept one.
-    states: list[tuple[dict[str, float], float]] = []
+    # States that move the far ends apart, so the readings tell the held pots from the swept one:
+    # the nudge of either sign, and each far end's own input in turn at `drive`.
+    movers = _movers(net, [p.far, *held_far])
     rows: list[list[float]] = []
     rhs: list[float] = []
     n_codes = len(codes)
@@ -358,7 +358,7 @@ def _through_output(
         states = [
             ({}, current),
             ({}, -current),
-            *(({s.name: levels.drive}, current) for s in net.sources[:2]),
+            *(({name: levels.drive}, current) for name in movers),
         ]
         for source_levels, nudge in states:
             state, _ = bench.settle_levels(source_levels, {p.output: nudge})
@@ -371,6 +371,23 @@ def _through_output(
             rhs.append(nudge)
     solution, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
     return [float(x) for x in solution[:n_codes]]
+
+
+def _movers(net: Network, ends: Sequence[str]) -> list[str]:
+    """For each node in `ends` that an amplifier drives, one source that moves it alone: a source
+    whose pot joins that amplifier's input (XOR: Vx1 moves node 9 through X1, Vx2 node 10)."""
+    sources = {s.node: s.name for s in net.sources}
+    found: list[str] = []
+    for end in ends:
+        for amp in net.amplifiers:
+            if amp.node_out != end:
+                continue
+            for g in net.conductances:
+                other = g.b if g.a == amp.node_in else g.a if g.b == amp.node_in else ""
+                if other in sources and sources[other] not in found:
+                    found.append(sources[other])
+                    break
+    return found or [s.name for s in net.sources[:2]]
 
 
 def _far_end(net: Network, edge: str, node: str) -> str:
