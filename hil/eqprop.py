@@ -145,6 +145,14 @@ def _vdm(s: Sample, beta: Strength, eps: float) -> np.ndarray:
 
 
 def _vdm_centered(s: Sample, beta: Strength, eps: float) -> np.ndarray:
+    net = s.backend.network
+    plus, minus = _centered_phases(s, beta)
+    raw = _difference_of_squares(net, plus, minus, 4 * np.atleast_1d(np.asarray(beta, dtype=float)))
+    return raw if s.batched else raw[0]
+
+
+def _centered_phases(s: Sample, beta: Strength) -> tuple[State, State]:
+    """The +β and −β phases ([samples, nodes] voltages each)."""
     # +β and −β of the same inputs in one settle_batch (rows k and n + k; one sample: a batch of
     # two): half the backend's per-call cost, and a bench reads each node's pair back to back.
     net = s.backend.network
@@ -158,9 +166,7 @@ def _vdm_centered(s: Sample, beta: Strength, eps: float) -> np.ndarray:
         nudges,
         f"nudged ({_shown(beta)}, then {_shown(-np.asarray(beta))})",
     )
-    plus, minus = State(both.voltages[:n], None), State(both.voltages[n:], None)
-    raw = _difference_of_squares(net, plus, minus, 4 * b)
-    return raw if s.batched else raw[0]
+    return State(both.voltages[:n], None), State(both.voltages[n:], None)
 
 
 def _difference_of_squares(net: Network, first: State, second: State, scale: Strength) -> np.ndarray:
@@ -175,6 +181,44 @@ def _difference_of_squares(net: Network, first: State, second: State, scale: Str
     scale = np.asarray(scale, dtype=float)
     raw *= net.nudge_sign / (scale[:, None] if scale.ndim else scale)
     return raw
+
+
+def _mean_difference_of_squares(net: Network, first: State, second: State, scale: Strength) -> np.ndarray:
+    """The batch mean of `_difference_of_squares`, per edge. Over a complete bipartite block
+    (`Network.edge_blocks`) the mean of w_k·(d_a − d_b)(s_a − s_b), d and s the nodes' difference
+    and sum, is Σw·d_a·s_a + Σw·d_b·s_b − Σw·d_a·s_b − Σw·d_b·s_a: two matrix products over the
+    block's nodes instead of gathers over [samples, edges]. Other edges are gathered."""
+    d = np.atleast_2d(first.voltages - second.voltages)
+    s = np.atleast_2d(first.voltages + second.voltages)
+    w = np.broadcast_to(net.nudge_sign / np.asarray(scale, dtype=float), (len(d),)) / len(d)
+    wd = d * w[:, None]
+    own = np.einsum("kn,kn->n", wd, s)  # Σ_k w·d·s per node
+    blocks, rest = net.edge_blocks
+    mean = np.empty(len(net.conductances))
+    for block in blocks:
+        rows, cols = block.rows, block.cols
+        cross = wd[:, rows].T @ s[:, cols]
+        cross += s[:, rows].T @ wd[:, cols]
+        mean[block.edges] = own[rows][:, None] + own[cols][None, :] - cross
+    if len(rest):
+        a, b = (end[rest] for end in net.edge_endpoints)
+        mean[rest] = np.einsum("k,ke,ke->e", w, d[:, a] - d[:, b], s[:, a] - s[:, b])
+    return mean[net.pairing] if net.estimator_pairing is not None else mean
+
+
+def _vdm_mean(s: Sample, beta: Strength, eps: float) -> np.ndarray:
+    net = s.backend.network
+    return _mean_difference_of_squares(net, s.nudged(beta), s.free, 2 * np.asarray(beta, dtype=float))
+
+
+def _vdm_centered_mean(s: Sample, beta: Strength, eps: float) -> np.ndarray:
+    net = s.backend.network
+    plus, minus = _centered_phases(s, beta)
+    return _mean_difference_of_squares(net, plus, minus, 4 * np.asarray(beta, dtype=float))
+
+
+def _pcm_mean(s: Sample, beta: Strength, eps: float) -> np.ndarray:
+    return np.atleast_2d(_pcm(s, beta, eps)).mean(axis=0)
 
 
 def _pcm(s: Sample, beta: Strength, eps: float) -> np.ndarray:
@@ -217,6 +261,12 @@ ESTIMATORS: dict[str, Callable[[Sample, Strength, float], np.ndarray]] = {
     "pcm": _pcm,
 }
 METHODS = tuple(ESTIMATORS)
+# The same, as the batch mean of the per-sample formula (what a mini-batch update steps along).
+MEAN_ESTIMATORS: dict[str, Callable[[Sample, Strength, float], np.ndarray]] = {
+    "vdm": _vdm_mean,
+    "vdm-centered": _vdm_centered_mean,
+    "pcm": _pcm_mean,
+}
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
@@ -254,12 +304,14 @@ def measure(
 
 @dataclass(frozen=True)
 class BatchMeasurement:
-    """A batch's estimates: the free phases and the raw formula per sample and edge."""
+    """A batch's estimates: the free phases, the raw formula per sample and edge (None when only
+    the mean was asked for) and its batch mean per edge."""
 
     free: State  # batched
     outputs: np.ndarray  # [samples, outputs]
     losses: np.ndarray  # [samples], ½·Σ(t − y)² each
-    raw: np.ndarray  # [samples, edges]
+    raw: np.ndarray | None  # [samples, edges]
+    mean: np.ndarray  # [edges]
 
 
 def measure_batch(
@@ -271,10 +323,12 @@ def measure_batch(
     beta: float,
     pcm_perturbation: float = 0.01,
     nudge_current: float = 0.0,
+    per_sample: bool = True,
 ) -> BatchMeasurement:
     """`measure` for many samples at once, at the same programmed conductances: each phase is
     one `settle_batch`, which a backend may solve together. With `nudge_current` each sample has
-    its own β."""
+    its own β. `per_sample` False: only the batch mean of the raw formula (`raw` None), summed
+    over the network's edge blocks as matrix products (an update needs no more)."""
     if method not in ESTIMATORS:
         check_methods([method])
     inputs, targets = np.asarray(inputs, dtype=float), np.asarray(targets, dtype=float)
@@ -282,8 +336,11 @@ def measure_batch(
     y = outputs(backend.network, free)
     sample = Sample(backend, conductances, inputs, targets, free, y)
     b = strength(backend.network, targets, y, beta, nudge_current)
+    losses = 0.5 * np.sum((targets - y) ** 2, axis=1)
+    if not per_sample:
+        return BatchMeasurement(free, y, losses, None, MEAN_ESTIMATORS[method](sample, b, pcm_perturbation))
     raw = ESTIMATORS[method](sample, b, pcm_perturbation)
-    return BatchMeasurement(free, y, 0.5 * np.sum((targets - y) ** 2, axis=1), raw)
+    return BatchMeasurement(free, y, losses, raw, raw.mean(axis=0))
 
 
 def _row(state: State, k: int) -> State:

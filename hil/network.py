@@ -18,6 +18,8 @@ GROUND = "0"
 # ‖t − y‖ below which a constant-current nudge's β stops growing, V: far below any reading's
 # resolution, so only a sample exactly at its target (no nudge at all) meets it.
 NUDGE_FLOOR = 1e-15
+# A block of fewer edges than this is summed edge by edge: a matrix product's per-call cost is more.
+MIN_BLOCK_EDGES = 256
 _NODE = re.compile(r"[a-z0-9_]+")
 _ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -27,6 +29,16 @@ def _frozen(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a.setflags(write=False)
     b.setflags(write=False)
     return a, b
+
+
+@dataclass(frozen=True)
+class EdgeBlock:
+    """Conductances joining every node of `rows` to every node of `cols` once: edges[i, j] is the
+    conductance with a = rows[i] and b = cols[j] (node indices, as `Network.edge_endpoints`)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    edges: np.ndarray  # [len(rows), len(cols)]
 
 
 @dataclass(frozen=True)
@@ -237,6 +249,36 @@ class Network:
         factors = np.array([self.layer_compensation.get(g.layer, 1.0) for g in self.conductances])
         factors.setflags(write=False)
         return factors
+
+    @cached_property
+    def edge_blocks(self) -> tuple[list[EdgeBlock], np.ndarray]:
+        """The conductances as complete bipartite blocks (every `a` of a set of nodes joined once to
+        every `b` of another: a layer and its sources) and the rest (edge indices). Sums over the
+        edges of a block are matrix products over its nodes instead of gathers over its edges."""
+        a, b = self.edge_endpoints
+        order = np.lexsort((b, a))
+        a_sorted, b_sorted = a[order], b[order]
+        starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]]) if len(a) else order
+        ends = np.r_[starts[1:], len(a)]
+        groups: dict[bytes, list[int]] = {}
+        rest: list[np.ndarray] = []
+        width = dict(zip(starts.tolist(), (ends - starts).tolist(), strict=True))
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            cols = b_sorted[start:end]
+            if np.any(cols[1:] == cols[:-1]):  # parallel edges: no block has room for them
+                rest.append(order[start:end])
+            else:
+                groups.setdefault(cols.tobytes(), []).append(start)
+        blocks: list[EdgeBlock] = []
+        for first in groups.values():
+            size = width[first[0]]
+            if len(first) * size < MIN_BLOCK_EDGES:
+                rest.extend(order[s : s + size] for s in first)
+                continue
+            edges = np.stack([order[s : s + size] for s in first])
+            blocks.append(EdgeBlock(a_sorted[first], b_sorted[first[0] : first[0] + size], edges))
+        left = np.sort(np.concatenate(rest)) if rest else np.zeros(0, dtype=int)
+        return blocks, left
 
     @cached_property
     def pairing(self) -> np.ndarray:

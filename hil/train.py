@@ -274,7 +274,7 @@ def _step(
                 hyper.pcm_perturbation,
                 hyper.nudge_current,
             )
-            raw, y = m.raw[None, :], m.outputs[None, :]
+            mean, y = m.raw, m.outputs[None, :]
         else:
             b = eqprop.measure_batch(
                 backend,
@@ -285,15 +285,16 @@ def _step(
                 hyper.beta,
                 hyper.pcm_perturbation,
                 hyper.nudge_current,
+                per_sample=False,
             )
-            raw, y = b.raw, b.outputs
+            mean, y = b.mean, b.outputs
     except BackendError as exc:
         where = (
             f"sample {int(chunk[0])}" if len(chunk) == 1 else f"samples {', '.join(map(str, chunk.tolist()))}"
         )
         raise type(exc)(f"epoch {p.epoch + 1}, {where}, {exc}") from exc
     p.sample_losses[chunk] = np.mean((data.targets[chunk] - y) ** 2, axis=1)
-    gradient = eqprop.compensated(net, raw.mean(axis=0))  # the mean first: one pass over [samples, edges]
+    gradient = eqprop.compensated(net, mean)
     regrow = hyper.pruning is not None and hyper.pruning.regrow
     pruned = p.mask.any()
     if pruned and not regrow:  # an open switch is not trained: it must not weigh in a clip's norm either

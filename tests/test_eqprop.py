@@ -232,3 +232,44 @@ def test_a_phase_that_puts_more_than_pot_terminal_volts_on_a_pot_is_refused(conf
     with pytest.raises(BenchSafetyError, match="above pot_terminal_volts"):
         backend.settle(x)
     backend.close()
+
+
+@pytest.mark.parametrize("min_block", [1, 256, 1 << 30])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: builders.layered(16, [16, 16], 4, skips=2),
+        lambda: builders.complete(3, 5, 2),
+        lambda: builders.seed_xor(),  # its drop/conductance pairing and reversed nudge
+    ],
+)
+def test_the_batch_mean_path_is_the_mean_of_the_per_sample_estimates(build, min_block, monkeypatch):
+    """Edge blocks summed as matrix products (every edge in a block, the default split, every
+    edge gathered), a fixed β and one β per sample: the same mean to rounding."""
+    from hil import network as network_module
+
+    monkeypatch.setattr(network_module, "MIN_BLOCK_EDGES", min_block)
+    net = build()
+    rng = np.random.default_rng(3)
+    g = rng.uniform(1e-3, 2e-2, len(net.conductances)) * np.where(
+        net.signed, rng.choice([-1, 1], len(net.signed)), 1
+    )
+    x = rng.uniform(-2.0, 2.0, (6, net.n_inputs))
+    t = rng.uniform(0.0, 0.5, (6, len(net.outputs)))
+    for method in ("vdm", "vdm-centered"):
+        for beta, current in ((1e-5, 0.0), (1.0, 2e-6)):
+            found = []
+            for per_sample in (True, False):
+                backend = TwinBackend(net)  # both from the same cold start: the same voltages
+                backend.program(g)
+                found.append(
+                    eqprop.measure_batch(
+                        backend, g, x, t, method, beta, nudge_current=current, per_sample=per_sample
+                    )
+                )
+            per, mean = found
+            assert per.raw is not None and mean.raw is None
+            expected = per.raw.mean(axis=0)
+            assert np.abs(expected).max() > 0
+            np.testing.assert_allclose(mean.mean, expected, rtol=0, atol=1e-12 * np.abs(per.raw).max())
+            np.testing.assert_array_equal(per.mean, expected)
