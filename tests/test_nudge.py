@@ -362,3 +362,17 @@ def test_gradcheck_repeat_uses_a_configs_constant_current_nudge(configs, hil) ->
         hil("gradcheck", str(configs / "xor-noisy.toml"), "--repeat", "3", "--json", "--beta", "1e-4").stdout
     )
     assert fixed["beta"] == 1e-4 and "nudge_current" not in fixed
+
+
+def test_the_trainers_batch_mean_follows_each_samples_beta(configs) -> None:
+    """The trainer's mini-batches take the batch mean directly (per_sample=False): with per-sample
+    β it is the mean of the per-sample estimates, each divided by its own β."""
+    e, twin = _xor(configs)
+    data, g = e.dataset(), e.initial_conductances(8)
+    twin.program(g)
+    for method in ("vdm", "vdm-centered"):
+        each = eqprop.measure_batch(twin, g, data.inputs, data.targets, method, 1.0, nudge_current=2e-6)
+        mean = eqprop.measure_batch(
+            twin, g, data.inputs, data.targets, method, 1.0, nudge_current=2e-6, per_sample=False
+        )
+        np.testing.assert_allclose(mean.mean, each.raw.mean(axis=0), rtol=1e-6)
