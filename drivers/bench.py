@@ -19,9 +19,10 @@ on SMUs, a switch matrix and digital potentiometers.
   they still hold what the run set (outputs on, none at a limit, the relays and pot codes it
   wrote): a reset, a power glitch or another client shows there rather than in wrong numbers.
 - no hot switching: the probe's relays open while it forces 0 A (no current through them), and it
-  is switched off (held at the instrument's output-off level, not floating at its voltage limit)
-  while the next route closes; it goes on again once the matrix reports the relays settled
-  (`*OPC?`). Levels ramp in `ramp_step` steps `ramp_delay` apart.
+  is switched off, in its high-impedance output-off state (output relay open), while the next
+  route closes; it goes on again once the matrix reports the relays settled (`*OPC?`). Before an
+  amplifier's inverting relay moves (`program`), every source and nudge goes to 0 (ramped,
+  `*OPC?`); the next settle ramps them back. Levels ramp in `ramp_step` steps `ramp_delay` apart.
 - error queues: `verify` also reads every instrument's error queue, so a refused command stops
   the run within `VERIFY_EVERY` settles instead of passing silently.
 - safe state (`safe_state`, and `make_safe` for `hil safe`): every output to 0 and off, every
@@ -519,6 +520,10 @@ class BenchBackend:
             settings=self.applied_settings(),
         )
 
+    def run_record(self) -> dict[str, float]:
+        """The ratings record of the settles so far (`rating_record`), for the run log's close."""
+        return {name: float(value) for name, value in self.rating_record.items()}
+
     def applied_settings(self) -> dict[str, dict[str, Any]]:
         """What every instrument, and every SMU channel (by its key, `k26a.b`), answered for the
         settings the run relies on, read back once the bench was configured: for the run log."""
@@ -626,6 +631,20 @@ class BenchBackend:
                 time.sleep(delay)
         self._set(key, level)
 
+    def _to_zero(self) -> None:
+        """Every source ramped and every nudge set to 0, and each SMU done with it (*OPC?) before
+        this returns: the instruments are separate, so a relay may move only once each has said so."""
+        held = [key for key in self.config.sources.values() if self._levels.get(key, 0.0) != 0.0]
+        nudging = [key for key in self.config.nudges.values() if self._levels.get(key, 0.0) != 0.0]
+        if not held and not nudging:
+            return
+        for key in nudging:  # first: the sources alone are the free phase, a state every settle passes
+            self._set(key, 0.0)
+        for key in held:
+            self._ramp(key, 0.0)
+        for name in sorted({key.partition(".")[0] for key in [*held, *nudging]}):
+            self._guard(self.hw.sessions[name].wait_complete)
+
     def _predicted(self, levels: np.ndarray, nudges: dict[str, float]) -> np.ndarray:
         """The twin's node voltages for what is about to be applied; refuses (nothing applied yet)
         a settle that would take a pot beyond a rating."""
@@ -687,9 +706,10 @@ class BenchBackend:
         """Break before make, checked against shorts, and no hot switching (707B reference manual,
         channel.connectrule: hot switching can dry-weld reed relays): the old route opens while the
         probe forces 0 A, so no current flows through it, and is waited for (*OPC?); the probe
-        output goes off (the 2600B's normal output-off state holds 0 V at a 1 mA limit, rather than
-        a 0 A source floating up to its voltage limit) before the new route closes; on again once
-        the matrix reports it settled (*OPC?), before the reading."""
+        output goes off before the new route closes, in the high-impedance output-off state
+        `configure` sets (its output relay open: the normal off state would hold 0 V at a current
+        limit and pull the node the route lands on); on again once the matrix reports it settled
+        (*OPC?), before the reading."""
         if self._router is None:
             raise BenchSafetyError("the bench has probe routes but no switch matrix for them")
         if self._router.connected == [node]:
@@ -706,9 +726,13 @@ class BenchBackend:
         self._guard(probe.output, True)
 
     def _set_inversions(self, wanted: set[str]) -> None:
+        """The amplifiers' inverting relays to `wanted`, never hot: every source and nudge is
+        brought to 0 first (ramped, and confirmed by each SMU's *OPC?), so no relay makes or breaks
+        a current; the next settle ramps the levels back."""
         matrix = self.hw.matrices[self._inversion_matrix()]
         opening = [c for name in self._inverted - wanted for c in self.config.amplifiers[name]]
         closing = [c for name in wanted - self._inverted for c in self.config.amplifiers[name]]
+        self._to_zero()
         if opening:
             self._guard(matrix.open_channels, opening)
         if closing:
@@ -981,6 +1005,10 @@ def configure(backend: BenchBackend) -> None:
         backend._guard(hw.smus[key].source_voltage, lim["compliance_current"])
     for key in [*cfg.nudges.values(), *([cfg.probe_channel] if cfg.probe_channel else [])]:
         backend._guard(hw.smus[key].source_current, lim["compliance_voltage"])
+    if cfg.probe_channel:
+        # The probe is off whenever a route closes: in an SMU's normal off state it would hold 0 V
+        # at a current limit and pull the node it lands on; high impedance opens its output relay.
+        backend._guard(_smu(hw.smus[cfg.probe_channel]).high_impedance_off)
     for key, smu in hw.smus.items():
         backend._guard(smu.integrate, cfg.nplc)
         backend._guard(smu.output, True)

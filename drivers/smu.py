@@ -86,6 +86,11 @@ class SmuRole:
             return bool(self.voltage_tripped)
         return False
 
+    def high_impedance_off(self) -> None:
+        """Output off opens the output relay: an off channel then draws no current from a node a
+        relay connects it to (each model's normal off state holds 0 V at a current limit)."""
+        raise InstrumentError(f"{self.name}: this model has no high-impedance output-off state in the driver")
+
     def safe(self) -> None:
         if self.mode is not None:
             self.set_level(0.0)
@@ -243,6 +248,13 @@ class Keithley2450(SmuRole, Instrument):
         self.voltage_off_mode = "NORM"
         self.current_off_mode = "NORM"
 
+    def high_impedance_off(self) -> None:
+        """2450 RM §6 :OUTPut[1]:<function>:SMODe HIMPedance: the output relay opens when the
+        output goes off. The state is kept per source function (§2 "Output-off state"): both are
+        set, so a change of function keeps it."""
+        self.voltage_off_mode = "HIMP"
+        self.current_off_mode = "HIMP"
+
     def identify(self) -> str:
         idn = Instrument.identify(self)
         if self.language != "SCPI":
@@ -361,6 +373,11 @@ class Keithley2600BChannel(SmuRole, Channel):
         self.source_autorangev = True
         self.source_autorangei = True
         self.off_mode = 0
+
+    def high_impedance_off(self) -> None:
+        """2600B RM §7 smuX.source.offmode = smuX.OUTPUT_HIGH_Z (2): the output relay opens when
+        the output goes off (OUTPUT_NORMAL sources 0 V at smuX.source.offlimiti, 1 mA by default)."""
+        self.off_mode = 2
 
     def identify(self) -> str:
         return self.parent.identify()
@@ -560,7 +577,15 @@ class KeysightB2900Channel(SmuRole, Channel):
     remote_sense = _switch(":SENS{ch}:REM", "4-wire (remote) sensing.")
     source_voltage_autorange = _switch(":SOUR{ch}:VOLT:RANG:AUTO", "Source voltage autorange.")
     source_current_autorange = _switch(":SOUR{ch}:CURR:RANG:AUTO", "Source current autorange.")
-    off_mode = measurement(":OUTP{ch}:OFF:MODE?", "What output off leaves: ZERO, HIZ or NORM.", str)
+    # B2961A/B2962A SCPI reference :OUTPut:OFF:MODE; B2900 user's guide "Output-Off Status"
+    # (Table 6-1): ZERO holds 0 V at 100 µA with the output relay closed, NORMal and HIZ open it.
+    off_mode = Control(
+        ":OUTP{ch}:OFF:MODE?",
+        ":OUTP{ch}:OFF:MODE {value}",
+        "What output off leaves: ZERO, HIZ or NORM.",
+        strict_set(("ZERO", "HIZ", "NORM")),
+        str,
+    )
     recorded = (
         "function",
         "voltage",
@@ -583,6 +608,10 @@ class KeysightB2900Channel(SmuRole, Channel):
         self.remote_sense = False
         self.source_voltage_autorange = True
         self.source_current_autorange = True
+
+    def high_impedance_off(self) -> None:
+        """B2900 :OUTPut:OFF:MODE HIZ: the output relay opens when the output goes off."""
+        self.off_mode = "HIZ"
 
     def identify(self) -> str:
         return self.parent.identify()

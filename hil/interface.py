@@ -90,6 +90,14 @@ class Backend(Protocol):
         ...
 
 
+def run_record(backend: Backend) -> dict[str, float]:
+    """What a backend kept over the run for its log (a bench: the largest pot terminal voltage
+    and wiper current it read, and the largest gap to its twin's prediction); {} for a simulator.
+    A backend offers it as a `run_record()` method: the simulators need none."""
+    method = getattr(backend, "run_record", None)
+    return {} if method is None else {str(k): float(v) for k, v in method().items()}
+
+
 def settle_each(backend: Backend, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
     """`settle_batch` by one `settle` per sample: for backends that settle one sample at a time."""
     nodes = backend.network.nudge_nodes

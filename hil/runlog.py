@@ -193,6 +193,16 @@ class Checkpoint:
     solver_state: dict[str, np.ndarray]
 
 
+def _merge_record(group: h5py.Group, record: dict[str, float]) -> None:
+    """A resumed run's record joins the one its earlier sessions wrote: counts add up (`settles`),
+    largest values keep the larger."""
+    for name, value in record.items():
+        if name in group.attrs:
+            old = float(group.attrs[name])
+            value = old + value if name == "settles" else max(old, value)
+        group.attrs[name] = float(value)
+
+
 class RunLog:
     """Writes one run log. Every commit (each epoch's rows with a checkpoint, and the final status)
     writes the log afresh next to it and renames it into place: the file on disk is always a
@@ -269,13 +279,16 @@ class RunLog:
         self._commit(write)
         self._rows = []
 
-    def close(self, status: str = "completed") -> None:
-        """Write how the run ended (and any rows not yet committed); release the log."""
+    def close(self, status: str = "completed", record: dict[str, float] | None = None) -> None:
+        """Write how the run ended (and any rows not yet committed) and the backend's run record
+        (`hil.interface.run_record`) as attributes of `/bench/record`; release the log."""
         try:
             if self.path.exists():
 
                 def write(f: h5py.File) -> None:
                     self._write_rows(f)
+                    if record:
+                        _merge_record(f.require_group("bench").require_group("record"), record)
                     f.attrs["status"] = status
 
                 self._commit(write, durable=True)

@@ -6,6 +6,7 @@ held to the ratings in every solve. Also the bench's ramps, probe switching and 
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -283,3 +284,80 @@ def test_verify_reads_every_error_queue(bench):
     backend.hw.sessions["matrix"].write("channel.close('9Z99')")  # the instrument refuses it
     with pytest.raises(BackendError, match=r"^matrix"):
         backend.verify()
+
+
+# ------------------------------------------------------------------------ no hot switching, run record
+def test_an_inverting_relay_moves_only_with_every_level_at_0_and_the_next_settle_is_unchanged(bench):
+    """Sources and nudges are brought to 0 (ramped, *OPC?) before an amplifier's inverting relay
+    moves; the settle after it ramps them back and reads what the twin computes for the new signs."""
+    backend, experiment = bench
+    net, state = backend.network, backend.emulator.state
+    inverting = {cp for cps in backend.config.amplifiers.values() for cp in cps}
+    moves: list[tuple[frozenset[str], float]] = []
+    last: list[frozenset[str]] = [frozenset()]
+    changed = state.changed
+
+    def record() -> None:  # every change of any instrument's state, as it lands
+        changed()
+        closed = frozenset(c for relays in state.relays.values() for c in relays.closed if c in inverting)
+        if closed != last[0]:
+            live = max((abs(s.level) for s in state.smus.values() if s.output), default=0.0)
+            moves.append((closed, live))
+            last[0] = closed
+
+    state.changed = record  # type: ignore[method-assign]
+    g0 = experiment.initial_conductances(8)
+    flips = [
+        k
+        for k in range(len(g0))
+        if np.any(net.sign_multipliers(np.where(np.arange(len(g0)) == k, -g0, g0))[1] < 0)
+    ]
+    assert flips, "no edge whose sign inverts an amplifier"
+    g1 = g0.copy()
+    g1[flips[0]] = -g1[flips[0]]
+    x = experiment.dataset().inputs[1]
+    nudge = {net.nudge_nodes[0]: 1e-6}
+    backend.settle(x, nudge)
+    assert max(abs(s.level) for s in state.smus.values() if s.output) > 0.1  # the levels were held
+    realised = backend.program(g1)
+    assert moves and moves[-1][0]  # an inverting relay closed
+    got = backend.settle(x, nudge).voltages
+    backend.program(g0)  # and opened again
+    assert len(moves) >= 2 and not moves[-1][0]
+    assert all(live == 0.0 for _, live in moves)  # no relay moved with a level applied
+    twin = TwinBackend(net)
+    twin.program(realised)
+    np.testing.assert_allclose(got, twin.settle(x, nudge).voltages, atol=1e-6)
+
+
+def test_the_probe_is_configured_to_open_its_output_relay_when_off(bench):
+    """2600B RM §7 smuX.source.offmode = smuX.OUTPUT_HIGH_Z on the probe channel, read back into
+    the applied settings; the other channels keep the normal off state (they never switch off mid-run)."""
+    backend, _ = bench
+    settings = backend.applied_settings()
+    probe = backend.config.probe_channel
+    assert settings[probe]["off_mode"] == 2
+    assert backend.emulator.state.smus[probe].off_limit is None  # the emulated relay opens when off
+    others = [k for k in backend.config.sources.values() if k != probe]
+    assert others and all(settings[k]["off_mode"] == 0 for k in others)
+
+
+def test_the_run_log_keeps_the_benchs_ratings_record_and_a_simulators_log_has_none(tmp_path, hil):
+    path = _bench_file(tmp_path, noise="none")
+    out, dry = tmp_path / "bench.h5", tmp_path / "dry.h5"
+    result = hil("train", str(path), "--epochs", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    result = hil("train", str(path), "--epochs", "1", "--backend", "numeric", "--out", str(dry))
+    assert result.returncode == 0, result.stderr
+    spec = config.load(path).bench.tables["instruments"]["pots"]
+    rating = ratings.PARTS[spec.get("part", "ad5206")].continuous_current
+    with h5py.File(out, "r") as f:
+        record = dict(f["bench/record"].attrs)
+        assert f.attrs["status"] == "completed"
+    assert set(record) == {"settles", "largest_gap_volts", "largest_terminal_volts", "largest_wiper_current"}
+    assert record["settles"] >= 4 * 3  # samples × (free, +β, −β)
+    assert 0.1 < record["largest_terminal_volts"] <= max(abs(v) for v in spec["supply"])
+    assert 0.0 < record["largest_wiper_current"] <= rating
+    assert record["largest_gap_volts"] < 1e-6  # noise-free: the twin is the emulated board
+    with h5py.File(dry, "r") as f:
+        assert "bench" not in f

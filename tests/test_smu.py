@@ -747,6 +747,8 @@ SETTINGS = [
     ("off_mode", 0),
     ("auto_on", False),
 ]
+# Where a model spells a setting its own way.
+MODEL_SETTINGS = {("off_mode", "KeysightB2900Channel"): "HIZ"}
 
 
 @pytest.mark.parametrize("make", EMULATED.values(), ids=EMULATED)
@@ -757,6 +759,7 @@ def test_every_template_is_taken_by_the_emulator_and_every_setting_reads_back(ma
     for name, value in SETTINGS:
         if name not in names or getattr(cls, name).set is None:
             continue
+        value = MODEL_SETTINGS.get((name, cls.__name__), value)
         value = getattr(smu, value) if value in ("AMPS", "VOLTS") else value
         setattr(smu, name, value)
         if getattr(cls, name).get is not None and name not in ("voltage_range", "current_range"):
@@ -994,3 +997,96 @@ def test_the_bench_resets_clears_sets_every_mode_and_records_what_each_instrumen
     smu_keys = {key for key in virtual.state.smus}
     assert smu_keys <= set(settings)
     json.dumps(settings)  # what the run log stores
+
+
+# ---------------------------------------------------------------------------------------- output-off state
+def test_high_impedance_off_sends_each_models_own_command():
+    """2450 RM §6 :OUTPut[1]:<function>:SMODe HIMPedance (kept per source function, so both);
+    2600B RM §7 smuX.source.offmode = smuX.OUTPUT_HIGH_Z (2); B2961A/B2962A SCPI reference
+    :OUTPut[c]:OFF:MODE HIZ. Each opens the output relay when the output goes off."""
+    t = scripted(
+        [
+            (":OUTP:VOLT:SMOD HIMP", None),
+            (":OUTP:CURR:SMOD HIMP", None),
+            ("smua.source.offmode = 2", None),
+            (":OUTP2:OFF:MODE HIZ", None),
+        ]
+    )
+    Keithley2450(t, "k24").high_impedance_off()
+    Keithley2600B(t, "k26").channel("a").high_impedance_off()
+    KeysightB2900(t, "b29").channel("2").high_impedance_off()
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "instrument, normal, high_z",
+    [
+        ("k26d", "smub.source.offmode = smub.OUTPUT_NORMAL", "smub.source.offmode = smub.OUTPUT_HIGH_Z"),
+        ("k24", ":OUTP:CURR:SMOD NORM", ":OUTPut:CURRent:SMODe HIMPedance"),
+        ("k26c", ":OUTP1:OFF:MODE ZERO", ":OUTP1:OFF:MODE HIZ"),
+    ],
+)
+def test_an_off_output_in_its_0_v_state_pulls_its_node_and_in_high_impedance_draws_nothing(
+    configs, tmp_path, instrument, normal, high_z
+):
+    """The manuals' output-off states on a node: 2600B OUTPUT_NORMAL sources 0 V at offlimiti
+    (1 mA), a 2450's NORMal 0 V at 10 % of its current range, a B2900's ZERO 0 V at 100 µA, so a
+    relay closing onto a node with the output off still passes current; OUTPUT_HIGH_Z,
+    HIMPedance and HIZ open the output relay: the node keeps its voltage and no current flows."""
+    virtual = mixed_bench(configs, tmp_path)
+    key = {"k26d": PROBE, "k24": NUDGER, "k26c": BIAS}[instrument]
+    emu = virtual.emulators[instrument]
+    state = virtual.state.smus[key]
+    on_volts = virtual.circuit.reading(PROBE)[0]
+    if instrument == "k26d":
+        # Routed onto an amplifier's output (node 9), which 1 mA cannot pull: it sits at its limit.
+        assert emu.handle(normal) is None
+        with virtual.state.lock:
+            state.output = False
+            virtual.state.changed()
+        volts, amps, limited = virtual.circuit.reading(key)
+        assert abs(amps) == pytest.approx(1e-3) and limited and abs(volts) > 0.5  # not pulled to 0 V
+        with virtual.state.lock:  # then onto hidden node 7, which it can pull
+            state.output = True
+            virtual.state.relays["matrix"].closed = {"1A01"}
+            virtual.state.changed()
+    with virtual.state.lock:  # the bias source forces volts: turn it into a 0 A source like the others
+        state.function, state.current, state.voltage_limit = "I", 0.0, 5.0
+        virtual.state.changed()
+    undisturbed = virtual.circuit.reading(key)[0]
+    assert emu.handle(normal) is None
+    with virtual.state.lock:
+        state.output = False
+        virtual.state.changed()
+    volts, amps, _ = virtual.circuit.reading(key)
+    # Pulled toward 0 V (held there, or as far as the limit's current pulls it): current flows.
+    assert abs(volts) < abs(undisturbed) - 1e-3 and abs(amps) > 1e-7
+    assert abs(amps) <= {"k26d": 1e-3, "k24": 0.1 * 1e-4, "k26c": 100e-6}[instrument] * (1 + 1e-12)
+    assert emu.handle(high_z) is None
+    volts, amps, _ = virtual.circuit.reading(key)
+    assert amps == 0.0 and volts == pytest.approx(undisturbed, abs=1e-9)
+    assert emu.errors == []
+    assert on_volts != 0.0  # the operating point moves the nodes (the test is not at 0 V throughout)
+
+
+@pytest.mark.parametrize(
+    "make, line, code",
+    [
+        (emulated_2602b, "smua.source.offmode = 3", 1011),  # only NORMAL, ZERO, HIGH_Z
+        (emulated_2602b, "smua.source.offfunc = 2", 1011),  # only DCAMPS, DCVOLTS
+        (emulated_2450, ":OUTP:VOLT:SMOD OPEN", -141),  # HIMPedance, NORMal, ZERO, GUARd
+        (emulated_b2900, ":OUTP:OFF:MODE GUAR", -141),  # a B2900 has ZERO, HIZ, NORMal, no guard
+    ],
+)
+def test_an_output_off_state_the_manual_does_not_list_is_refused(make, line, code):
+    _, _, emu = make()
+    assert emu.handle(line) is None
+    assert emu.errors and emu.errors[-1][0] == code
+
+
+def test_the_2450_output_off_state_without_a_function_sets_both():
+    """2450 RM §6 :OUTPut[1]:<function>:SMODe: "If you send this command without the <function>
+    parameter, it will set the output-off state for all functions"."""
+    smu, _, emu = emulated_2450()
+    assert emu.handle(":OUTP:SMOD HIMP") is None and emu.errors == []
+    assert smu.voltage_off_mode == "HIMP" and smu.current_off_mode == "HIMP"

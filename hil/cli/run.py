@@ -18,7 +18,7 @@ from hil import config, eqprop, runlog, train
 from hil.backends import open_backend
 from hil.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, StopFlag, add_command, overrides, sample
 from hil.datasets import Dataset
-from hil.interface import Backend, BackendError, Identity
+from hil.interface import Backend, BackendError, Identity, run_record
 
 CHECKPOINT_SECONDS = 60.0  # within a long epoch, a checkpoint at least this often (and after every epoch)
 
@@ -176,7 +176,7 @@ def _run(
             if failure:
                 status = f"failed: {failure}"
             try:
-                log.close(status)
+                log.close(status, run_record(backend))
             except OSError as exc:
                 failure = failure or _log_failure(log, exc)
     if failure:

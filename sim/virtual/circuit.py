@@ -169,40 +169,77 @@ class EmulatedCircuit:
         attached, inverted = self._connections()
         smus = self.bench.smus
         forcing_v = {k: n for k, n in attached.items() if smus[k].output and smus[k].function == "V"}
-        driven = tuple(sorted(set(forcing_v.values())))
-        levels: dict[str, list[float]] = {}
-        for k, node in forcing_v.items():
-            levels.setdefault(node, []).append(self._forced(k, "V", smus[k].level))
         injected: dict[str, float] = {}
         for k, node in attached.items():
             if smus[k].output and smus[k].function == "I":
                 injected[node] = injected.get(node, 0.0) + self._forced(k, "A", smus[k].level)
-        twin, nodes = self._twin(driven, frozenset(inverted))
+        # An off output in a 0 V off state (a 2600B's normal one) holds its node at 0 V up to its
+        # limit; past it (or against an amplifier's output, which it cannot pull) it sinks the limit.
+        amplified = {a.node_out for a in self.network.amplifiers}
+        held_off = {k: n for k, n in attached.items() if not smus[k].output and smus[k].off_limit is not None}
+        held = {k: n for k, n in held_off.items() if n not in amplified}
         g = self._conductances()
-        twin.program(g)
-        state = twin.settle(np.array([levels[n][0] for n in driven]), injected)
-        assert state.source_currents is not None  # the twin reports every source's current
+        solved = self._settle(forcing_v, held, injected, inverted, g)
+        sinking: dict[str, float] = {}
+        for k, node in held_off.items():
+            limit = float(smus[k].off_limit or 0.0)
+            current = solved[2].get(node, 0.0) if k in held else -solved[0][node]
+            if k not in held or abs(current) > limit:
+                sinking[k] = float(np.sign(current)) * limit
+        if sinking:
+            extra = dict(injected)
+            for k, amps in sinking.items():
+                extra[held_off[k]] = extra.get(held_off[k], 0.0) + amps
+            held = {k: n for k, n in held.items() if k not in sinking}
+            solved = self._settle(forcing_v, held, extra, inverted, g)
+        volts, levels, delivered = solved
         self.solves += 1
-        volts = dict(zip(nodes, state.voltages.tolist(), strict=True))
         ends = [(volts.get(c.a, 0.0), volts.get(c.b, 0.0)) for c in self.network.conductances]
         v_a, v_b = np.array([e[0] for e in ends]), np.array([e[1] for e in ends])
         self.pots.add(v_a, v_b, g * (v_a - v_b))
-        delivered = {n: -i for n, i in zip(driven, state.source_currents.tolist(), strict=True)}
         readings: dict[str, tuple[float, float, bool]] = {}
         for k, s in smus.items():
             on = attached.get(k)
             if on is None:
                 readings[k] = (0.0, 0.0, False)
-            elif not s.output:
-                readings[k] = (volts[on], 0.0, False)  # output off: high impedance, reads the node
-            elif s.function == "V":
+            elif k in sinking:
+                readings[k] = (volts[on], sinking[k], True)  # at its off-state limit
+            elif not s.output and s.off_limit is None:
+                readings[k] = (volts[on], 0.0, False)  # output relay open: draws nothing, reads the node
+            elif s.function == "V" or not s.output:
+                limit = s.current_limit if s.output else float(s.off_limit or 0.0)
                 shorted = len(set(levels[on])) > 1  # two sources fighting on one node
                 current = delivered[on] / len(levels[on])
-                over = shorted or abs(current) > s.current_limit
-                v = volts[on] * (s.current_limit / abs(current) if over and current else 1.0)
-                readings[k] = (v, float(np.clip(current, -s.current_limit, s.current_limit)), over)
+                over = shorted or abs(current) > limit
+                v = volts[on] * (limit / abs(current) if over and current else 1.0)
+                readings[k] = (v, float(np.clip(current, -limit, limit)), over)
             else:
                 over = abs(volts[on]) > s.voltage_limit
                 v = float(np.clip(volts[on], -s.voltage_limit, s.voltage_limit))
                 readings[k] = (v, s.level, over)
         self._readings = readings
+
+    def _settle(
+        self,
+        forcing_v: dict[str, str],
+        held: dict[str, str],
+        injected: dict[str, float],
+        inverted: set[str],
+        g: np.ndarray,
+    ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, float]]:
+        """Node voltages, the levels forced on each driven node, and the current each driven node's
+        sources deliver, with `held` channels at 0 V."""
+        smus = self.bench.smus
+        driven = tuple(sorted(set(forcing_v.values()) | set(held.values())))
+        levels: dict[str, list[float]] = {}
+        for k, node in forcing_v.items():
+            levels.setdefault(node, []).append(self._forced(k, "V", smus[k].level))
+        for k, node in held.items():
+            levels.setdefault(node, []).append(self._forced(k, "V", 0.0))
+        twin, nodes = self._twin(driven, frozenset(inverted))
+        twin.program(g)
+        state = twin.settle(np.array([levels[n][0] for n in driven]), injected)
+        assert state.source_currents is not None  # the twin reports every source's current
+        volts = dict(zip(nodes, state.voltages.tolist(), strict=True))
+        delivered = {n: -i for n, i in zip(driven, state.source_currents.tolist(), strict=True)}
+        return volts, levels, delivered

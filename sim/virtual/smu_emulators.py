@@ -44,7 +44,7 @@ from sim.virtual.state import BenchState, SmuState
 Reading = Callable[[str], tuple[float, float, bool]]
 
 # What changes what the circuit sees (and so needs a new solve); other settings do not.
-_CIRCUIT = {"function", "voltage", "current", "current_limit", "voltage_limit", "output"}
+_CIRCUIT = {"function", "voltage", "current", "current_limit", "voltage_limit", "output", "off_limit"}
 
 
 class _Channels:
@@ -63,6 +63,17 @@ class _Channels:
                 setattr(state, name, value)
             if _CIRCUIT & set(changes):
                 self.bench.changed()
+
+    def _hold_off(self, key: str, limit: float | None) -> None:
+        """What the channel's output-off mode leaves on its terminals (`SmuState.off_limit`)."""
+        state = self._state(key)
+        if state.off_limit == limit:
+            return
+        if state.output:  # nothing the circuit sees changes until the output goes off
+            with self.bench.lock:
+                state.off_limit = limit
+        else:
+            self._set(key, off_limit=limit)
 
     def _reset_channel(self, key: str, defaults: dict[str, Any]) -> None:
         """Every setting of a channel back to the instrument's reset value."""
@@ -146,6 +157,22 @@ class Emulated2450(_Channels, ScpiFrontEnd):
         bench.smus.setdefault(name, SmuState(**self.DEFAULTS))
         self.local = _Local2450()
         super().__init__()
+        self._hold_off(self.key, self._off_limit())
+
+    def handle(self, line: str) -> str | None:
+        try:
+            return super().handle(line)
+        finally:  # whatever the line changed (function, off mode, range, *RST), the off state follows
+            self._hold_off(self.key, self._off_limit())
+
+    def _off_limit(self) -> float | None:
+        """What output off leaves (2450 RM §6 :OUTPut[1]:<function>:SMODe, kept per source
+        function): NORMal 0 V at 10 % of the present current range, ZERO 0 V with the current DAC
+        at the range's full scale; HIMPedance opens the output relay and GUARd sources 0 A, so
+        neither draws from the node."""
+        mode = self._d("off_mode")["VOLT" if self.s.function == "V" else "CURR"]
+        current_range = float(self._d("measure_range")["CURR"])
+        return {"NORM": 0.1 * current_range, "ZERO": current_range}.get(mode)
 
     # Kept for the tests that read them.
     @property
@@ -265,6 +292,14 @@ class Emulated2450(_Channels, ScpiFrontEnd):
                     "§6 :OUTPut[1]:<function>:SMODe",
                 ),
             ]
+        t.append(
+            Scpi(
+                ":OUTPut#:SMODe",
+                self._set_every_off_mode,
+                lambda c: self._d("off_mode")["VOLT" if self.s.function == "V" else "CURR"],
+                "§6 :OUTPut[1]:<function>:SMODe (no <function>: every function's)",
+            )
+        )
         for m, name in (("VOLT", "VOLTage[:DC]"), ("CURR", "CURRent[:DC]"), ("RES", "RESistance")):
             base = f"[:SENSe#]:{name}"
             t += [
@@ -428,6 +463,11 @@ class Emulated2450(_Channels, ScpiFrontEnd):
             self._d("off_mode")[f] = c.choice(("HIMPedance", "NORMal", "ZERO", "GUARd"))
 
         return set_mode
+
+    def _set_every_off_mode(self, c: Call) -> None:
+        c.count(1)
+        mode = c.choice(("HIMPedance", "NORMal", "ZERO", "GUARd"))
+        self._d("off_mode").update(VOLT=mode, CURR=mode)
 
     def _set_output(self, c: Call) -> None:
         self._one_channel(c)
@@ -608,8 +648,10 @@ class Emulated2600B(_Channels, TspFrontEnd):
             "source.autorangev": 1.0,
             "source.autorangei": 1.0,
             "source.offmode": 0.0,  # OUTPUT_NORMAL
+            "source.offfunc": 1.0,  # OUTPUT_DCVOLTS
             "source.highc": 0.0,
             "source.offlimiti": 1e-3,
+            "source.offlimitv": 40.0,
             "measure.rangev": 200e-3,
             "measure.rangei": 100e-9,
             "measure.autorangev": 1.0,
@@ -628,6 +670,26 @@ class Emulated2600B(_Channels, TspFrontEnd):
     def _reset_smu(self, ch: str) -> None:
         self._reset_channel(f"{self.name}.{ch}", self.defaults)
         self.local[ch] = self._local_defaults()
+
+    def handle(self, line: str) -> str | None:
+        try:
+            return super().handle(line)
+        finally:  # whatever the line changed (off mode, function, limits, a reset), the off state follows
+            for ch in self.channels:
+                self._hold_off(f"{self.name}.{ch}", self._off_limit(ch))
+
+    def _off_limit(self, ch: str) -> float | None:
+        """What output off leaves (2600B RM §7 smuX.source.offmode): OUTPUT_NORMAL sources 0 V at
+        smuX.source.offlimiti (or 0 A, drawing nothing, with smuX.source.offfunc = OUTPUT_DCAMPS);
+        OUTPUT_ZERO sources 0 V at the output-on current limit (sourcing current: the level or 10 %
+        of the range, whichever is greater); OUTPUT_HIGH_Z opens the output relay."""
+        local, s = self.local[ch], self._state(f"{self.name}.{ch}")
+        mode = local["source.offmode"]
+        if mode == 0.0:
+            return local["source.offlimiti"] if local["source.offfunc"] == 1.0 else None
+        if mode == 1.0:
+            return s.current_limit if s.function == "V" else max(abs(s.current), 0.1 * local["source.rangei"])
+        return None
 
     def _channel(self, name: str) -> tuple[str, str] | None:
         m = _SMU_NAME.fullmatch(name)
@@ -701,6 +763,16 @@ class Emulated2600B(_Channels, TspFrontEnd):
             self._set(key, nplc=self._within(number, 0.001, 25.0, name))
         elif attribute == "source.compliance":
             raise runtime(f"attempt to write to a read-only attribute `{attribute}'")
+        elif attribute in ("source.offmode", "source.offfunc"):
+            # OUTPUT_NORMAL, OUTPUT_ZERO, OUTPUT_HIGH_Z; OUTPUT_DCAMPS, OUTPUT_DCVOLTS (2600B RM §7)
+            allowed = (0.0, 1.0, 2.0) if attribute == "source.offmode" else (0.0, 1.0)
+            if number not in allowed:
+                raise refuse(TOO_BIG if number > allowed[-1] else TOO_SMALL, f"{name} = {number:g}")
+            self.local[ch][attribute] = number
+        elif attribute == "source.offlimiti":
+            self.local[ch][attribute] = self._within(number, *r.limiti, name)
+        elif attribute == "source.offlimitv":
+            self.local[ch][attribute] = self._within(number, *r.limitv, name)
         elif attribute in self.local[ch]:
             if attribute.startswith(("source.range", "measure.range")):
                 unit = r.volts if attribute.endswith("v") else r.amps
@@ -789,6 +861,19 @@ class EmulatedB2900(_Channels, ScpiFrontEnd):
             bench.smus.setdefault(f"{name}.{ch}", SmuState(**self.DEFAULTS))
             self.local[ch] = self._local_defaults()
         super().__init__()
+        self._hold_every_off()
+
+    def handle(self, line: str) -> str | None:
+        try:
+            return super().handle(line)
+        finally:  # whatever the line changed (the off mode, a reset), the off state follows
+            self._hold_every_off()
+
+    def _hold_every_off(self) -> None:
+        """What output off leaves (B2900 user's guide "Output-Off Status", Table 6-1): ZERO holds
+        0 V at 100 µA with the output relay closed; NORMal (0 V, relay open) and HIZ open the relay."""
+        for ch in self.channels:
+            self._hold_off(self._key(ch), 100e-6 if self.local[ch]["off_mode"] == "ZERO" else None)
 
     @staticmethod
     def _local_defaults() -> dict[str, Any]:

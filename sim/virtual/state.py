@@ -23,6 +23,9 @@ class SmuState:
     current_limit: float = 1e-4  # A, compliance while forcing voltage
     voltage_limit: float = 2.0  # V, compliance while forcing current
     output: bool = False
+    # What the output holds while off, as its output-off mode sets it: None, the output relay open
+    # (high impedance: draws nothing from a node); a number, 0 V forced at that current limit.
+    off_limit: float | None = None
     # Integration time, PLC, of voltage and of current readings: one setting per measure function
     # on a 2450 (reference manual §6 [:SENSe[1]]:<function>:NPLCycles), one for both on a 2600B
     # (smuX.measure.nplc) and a B2900 ("the nplc value is common for all items").
