@@ -108,10 +108,15 @@ def test_a_batch_with_a_sample_newton_cannot_start_finds_it_by_gmin_stepping():
 
     TwinBackend._gmin_stepping = counted  # type: ignore[method-assign]
     try:
-        _assert_same(batch.settle_batch(x), _one_by_one(single, x, None))
+        alone = _one_by_one(single, x, None)
+        needed = len(calls)
+        _assert_same(batch.settle_batch(x), alone)
     finally:
         TwinBackend._gmin_stepping = real  # type: ignore[method-assign]
-    assert len(calls) == 2  # once in the batch, once alone: only the sample that needs it
+    assert needed == 1  # alone, one sample of the four needs it
+    # In the batch, at most that sample goes on alone (whether the batched Newton already finds
+    # it from the cold start depends on the CPU's rounding): never the three that converge.
+    assert len(calls) - needed <= 1
 
 
 def test_the_elimination_hands_a_vanishing_pivot_to_the_dense_lu():
@@ -343,3 +348,67 @@ def test_the_vectorised_diode_is_the_scalar_one_term_for_term():
     np.testing.assert_allclose(limited, expected, rtol=1e-14, atol=1e-15)
     np.testing.assert_array_equal(which, expected != v)
     assert which.sum() > 50 and (~which).sum() > 50  # both kinds of step were checked
+
+
+def _spy(monkeypatch, name: str) -> list:
+    """Record what TwinBackend.`name` returns (None: it declined)."""
+    found: list = []
+    real = getattr(TwinBackend, name)
+
+    def spied(self, *args):
+        out = real(self, *args)
+        found.append(out)
+        return out
+
+    monkeypatch.setattr(TwinBackend, name, spied)
+    return found
+
+
+ELIMINATING = ["layered 6-8-3", "layered 5-6-5-2", "layered 4-5-4-3-2 skips"]  # 14-16 free nodes
+
+
+@pytest.mark.parametrize("name", ELIMINATING)
+def test_nudged_phases_by_the_chord_are_newtons_answers(name, monkeypatch):
+    """After the free phase at the same programming, the +β and −β rows (sharing each sample's
+    Jacobian) go by the chord: Newton's answers (the chord off) to 1e-13 V. A nudge too large for
+    the chord's reach, or warm starts from another programming, go by Newton."""
+    net = NETWORKS[name]()
+    rng = np.random.default_rng(21)
+    g = _conductances(net, rng)
+    x, nudges = _samples(net, rng, 6)
+    twice, both = np.concatenate([x, x]), np.concatenate([nudges, -nudges])
+    chord, newton = TwinBackend(net), TwinBackend(net)
+    for backend in (chord, newton):
+        backend.program(g)
+        backend.settle_batch(x)
+    used = _spy(monkeypatch, "_chord")
+    got = chord.settle_batch(twice, both)
+    far = chord.settle_batch(twice, 1e4 * both)  # amperes: junctions move far past the reach
+    chord.program(g * 1.01)
+    chord.settle_batch(twice, both)
+    assert used[0] is not None and used[1] is None and len(used) == 2
+    monkeypatch.setattr(twin_module, "CHORD_ITERATIONS", 0)
+    _assert_same(got, newton.settle_batch(twice, both), volts=1e-13)
+    _assert_same(far, newton.settle_batch(twice, 1e4 * both))
+
+
+@pytest.mark.parametrize("name", ELIMINATING)
+def test_a_stale_warm_start_relaxed_still_finds_the_cold_starts_answer(name, monkeypatch):
+    """After the conductances moved far, each eliminated unknown is first solved alone (the kept
+    ones held at their warm values); Newton goes on from there to the root a cold start finds."""
+    net = NETWORKS[name]()
+    rng = np.random.default_rng(22)
+    g = _conductances(net, rng)
+    x, _ = _samples(net, rng, 7)
+    warm = TwinBackend(net)
+    warm.program(g)
+    warm.settle_batch(3.0 * x)
+    moved = g * rng.uniform(0.2, 5.0, len(g))
+    warm.program(moved)
+    relaxed = _spy(monkeypatch, "_relax")
+    got = warm.settle_batch(3.0 * x)
+    assert len(relaxed) == 1 and relaxed[0] is not None
+    cold = TwinBackend(net)
+    cold.program(moved)
+    _assert_same(got, cold.settle_batch(3.0 * x))
+    assert len(relaxed) == 1  # a cold start is ngspice's, not relaxed
