@@ -292,8 +292,12 @@ def test_twin_falls_back_to_gmin_stepping_and_finds_the_equilibrium_ngspice_find
     phase = twin._phase(x[None, :], np.zeros(0, dtype=int), np.zeros((1, 0)))
     cold = np.zeros(len(twin._free)), np.full(phase.d0.shape[1], twin.diode.vcrit)
     assert twin._newton(phase.r0[0], phase.d0[0], *cold, consistent=False) is None
-    _, converged = twin._newton_batch(phase.r0, phase.d0, cold[0][None], cold[1][None], np.zeros(1, bool))
-    assert not converged[0]  # the plain cold start fails here: the fallback is what is tested
-    found, expected = twin.settle(x).voltages, spice.settle(x).voltages
+    # The fallback itself, called directly: whether the batched Newton happens to converge from
+    # the cold start here depends on the CPU's rounding, so the test does not rely on it.
+    stepped = twin._gmin_stepping(phase.r0[0], phase.d0[0])
+    assert stepped is not None
+    expected = spice.settle(x).voltages
     spice.close()
-    assert np.max(np.abs(found - expected)) <= 1e-9
+    free = np.array(twin._free)
+    assert np.max(np.abs(stepped - expected[free])) <= 1e-9
+    assert np.max(np.abs(twin.settle(x).voltages - expected)) <= 1e-9
