@@ -13,7 +13,7 @@ import pytest
 from drivers import bench as bench_module
 from drivers import ratings
 from drivers.bench import BenchBackend, BenchSafetyError
-from hil import builders, config, open_backend, train
+from hil import builders, config, open_backend, runlog, train
 from hil.config import ConfigError
 from hil.interface import BackendError
 from sim.twin import TwinBackend
@@ -361,3 +361,19 @@ def test_the_run_log_keeps_the_benchs_ratings_record_and_a_simulators_log_has_no
     assert record["largest_gap_volts"] < 1e-6  # noise-free: the twin is the emulated board
     with h5py.File(dry, "r") as f:
         assert "bench" not in f
+
+
+def test_a_resumed_runs_record_adds_its_settles_and_keeps_the_larger_values(tmp_path):
+    with h5py.File(tmp_path / "log.h5", "w") as f:
+        group = f.require_group("bench").require_group("record")
+        runlog._merge_record(
+            group, {"settles": 10.0, "largest_wiper_current": 2e-3, "largest_gap_volts": 1e-4}
+        )
+        runlog._merge_record(
+            group, {"settles": 4.0, "largest_wiper_current": 1e-3, "largest_gap_volts": 3e-4}
+        )
+        assert dict(group.attrs) == {
+            "settles": 14.0,
+            "largest_wiper_current": 2e-3,
+            "largest_gap_volts": 3e-4,
+        }

@@ -1090,3 +1090,21 @@ def test_the_2450_output_off_state_without_a_function_sets_both():
     smu, _, emu = emulated_2450()
     assert emu.handle(":OUTP:SMOD HIMP") is None and emu.errors == []
     assert smu.voltage_off_mode == "HIMP" and smu.current_off_mode == "HIMP"
+
+
+def test_a_reset_brings_back_each_models_normal_output_off_state():
+    """After *RST / smuX.reset() the off state is the manuals' default again: 2600B OUTPUT_NORMAL
+    (0 V at offlimiti, 1 mA), 2450 NORMal (0 V at 10 % of the 100 µA current range after *RST),
+    B2900 ZERO (0 V at 100 µA): what a bench must set again after any reset."""
+    for make, high_z, reset, key, limit in [
+        (emulated_2602b, "smua.source.offmode = 2", "smua.reset()", "k26.a", 1e-3),
+        (emulated_2450, ":OUTP:SMOD HIMP", "*RST", "smu", 1e-5),
+        (emulated_b2900, ":OUTP1:OFF:MODE HIZ", "*RST", "b29.1", 100e-6),
+    ]:
+        _, _, emu = make()
+        state = emu.bench.smus[key]
+        assert state.off_limit == pytest.approx(limit), key
+        emu.handle(high_z)
+        assert state.off_limit is None, key
+        emu.handle(reset)
+        assert state.off_limit == pytest.approx(limit) and emu.errors == [], key
