@@ -316,3 +316,27 @@ def test_gradcheck_repeat_reports_the_spread_against_the_exact_gradient(
     assert small["exact_reference"] and small["repeat"] == 6
     assert min(layer["cosine_mean"] for layer in large["layers"]) > 0.99
     assert small["layers"][0]["cosine_mean"] < 0.9 and small["spread"] > 10 * large["spread"]
+
+
+def test_hil_noise_is_a_hil_command_and_measures_a_constant_current_config_at_its_own_nudge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.cli import main
+
+    text = (ROOT / "configs/xor-noisy.toml").read_text().replace('noise = "keithley-2450"', 'noise = "none"')
+    path = tmp_path / "xor-quiet.toml"
+    path.write_text(text)
+    assert main(["noise", str(path), "--readings", "8", "--sample", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    experiment = hil.load(path)
+    backend = hil.open_backend(experiment)
+    try:
+        backend.program(experiment.start_conductances())
+        data = experiment.dataset()
+        y = backend.network.output_voltages(backend.settle(data.inputs[1]).voltages)
+    finally:
+        backend.close()
+    # the nudge its training applies at this state: I0 over ‖t − y‖, not the unused default β
+    expected = experiment.hyper().nudge_current / float(np.linalg.norm(data.targets[1] - y))
+    assert report["beta"] == pytest.approx(expected, rel=1e-9)
+    assert report["beta"] != pytest.approx(experiment.hyper().beta)

@@ -85,8 +85,17 @@ def centered_raw(network: Network, plus: np.ndarray, minus: np.ndarray, beta: fl
 
 
 def measure_noise(
-    backend: Backend, g: np.ndarray, x: np.ndarray, t: np.ndarray, beta: float, readings: int, worst: float
+    backend: Backend,
+    g: np.ndarray,
+    x: np.ndarray,
+    t: np.ndarray,
+    beta: float,
+    readings: int,
+    worst: float,
+    nudge_current: float = 0.0,
 ) -> NoiseReport:
+    """With `nudge_current` > 0 (a constant-current config), β is that current over this state's
+    ‖t − y‖, the nudge its training would apply here; else `beta`."""
     net = backend.network
     backend.program(g)
     start = _clock(backend)
@@ -94,6 +103,13 @@ def measure_noise(
     per_reading = (_clock(backend) - start) / readings
     m, allan = allan_deviation(free)
     y = net.output_voltages(free.mean(axis=0))
+    if nudge_current > 0:
+        error = float(np.linalg.norm(np.asarray(t) - y))
+        if not error > 0:
+            raise ValueError(
+                "the sample's outputs sit on their targets: no nudge to measure; pick another --sample"
+            )
+        beta = nudge_current / error
     plus, minus, estimates = [], [], []
     repeats = max(readings // 2, 2)
     for _ in range(repeats):
@@ -159,6 +175,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
     experiment = config.load(args.config, overrides(args))
     hyper = experiment.hyper()
     beta = args.beta if args.beta is not None else hyper.beta
+    current = hyper.nudge_current if args.beta is None else 0.0
     if not beta > 0:
         raise ValueError(f"--beta {beta} must be > 0 (A/V)")
     x, t = sample(experiment, args.sample)
@@ -173,7 +190,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
         from hil.train import free_outputs
 
         worst = float(np.max(np.abs(data.targets - free_outputs(backend, data.inputs)), initial=0.0))
-        report = measure_noise(backend, g, x, t, beta, args.readings, worst)
+        report = measure_noise(backend, g, x, t, beta, args.readings, worst, current)
         description = backend.identity().description
     finally:
         backend.safe_state()
@@ -233,7 +250,7 @@ def lines(
         mean, rms = report.difference_mean[k], report.difference_rms[k]
         ratio = abs(mean) / rms if rms > 0 else math.inf
         out.append(
-            f"±β back to back (β {report.beta:g} A/V): node {node} moves {mean * 1e6:.3g} µV ± "
+            f"±β back to back (β {report.beta:.3g} A/V): node {node} moves {mean * 1e6:.3g} µV ± "
             f"{rms * 1e6:.3g} µV (signal/noise {ratio:.3g})"
         )
     out.append(
@@ -275,7 +292,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "brings the estimate's spread to --target, within the bench's max_nudge_current.",
     )
     p.add_argument("--readings", type=int, default=64, help="free readings per node (default 64)")
-    p.add_argument("--beta", type=float, help="the nudge to measure at, A/V (default: the config's)")
+    p.add_argument(
+        "--beta",
+        type=float,
+        help="the nudge to measure at, A/V (default: the config's β, or its nudge_current over ‖t − y‖)",
+    )
     p.add_argument(
         "--target", type=float, default=0.1, help="relative spread of the estimate to aim for (default 0.1)"
     )
