@@ -723,6 +723,9 @@ class BenchBackend:
         # only once the SMU says so.
         self._guard(session.wait_complete)
         self._guard(self._router.connect, node)
+        # Writes only (no round trip): an instrument reset since the last check would turn the
+        # output on as a 0 V voltage source, shorting whatever drives the node (an amplifier).
+        self._guard(probe.source_current, self.limits["compliance_voltage"])
         self._guard(probe.output, True)
 
     def _set_inversions(self, wanted: set[str]) -> None:

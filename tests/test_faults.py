@@ -196,7 +196,7 @@ def test_a_link_dropped_while_making_the_bench_safe_is_opened_again(spans, tmp_p
     try:
         # The final check reads every channel, then safe_state's first line goes to a dropped link.
         trained = spans["k26a"][1]
-        verify = 4  # k26a: two channels, output state and compliance each
+        verify = 5  # k26a: two channels, output state and compliance each, then its error queue
         virtual.inject("k26a", "disconnect", trained + verify)
         code, err = _hil(capsys, "train", str(path), "--out", str(out), "--epochs", str(EPOCHS))
         assert virtual.hits()["k26a"][0].line.startswith("print(smua.source.func)"), virtual.hits()

@@ -1069,6 +1069,24 @@ def test_an_off_output_in_its_0_v_state_pulls_its_node_and_in_high_impedance_dra
     assert on_volts != 0.0  # the operating point moves the nodes (the test is not at 0 V throughout)
 
 
+def test_a_voltage_source_routed_onto_an_amplifier_output_runs_at_its_current_limit(configs, tmp_path):
+    """The probe reset to its default voltage function (2600B reference manual, reset(): DCVOLTS,
+    0 V) and switched on while routed to an amplifier's output (node 9): the op-amp holds the node,
+    so the SMU sources or sinks its limit, reads the node where the amplifier keeps it and flags
+    compliance, as the instrument would; the emulated circuit does not take it for a second
+    ideal source on the node."""
+    virtual = mixed_bench(configs, tmp_path)
+    state = virtual.state.smus[PROBE]
+    before = virtual.circuit.reading(PROBE)[0]  # a 0 A probe on node 9
+    with virtual.state.lock:
+        state.function, state.voltage, state.current_limit, state.output = "V", 0.0, 1e-3, True
+        virtual.state.changed()
+    volts, amps, limited = virtual.circuit.reading(PROBE)
+    assert limited and abs(amps) == pytest.approx(1e-3)
+    assert abs(before) > 0.05 and abs(volts) > 0.05  # not pulled to 0 V: the amplifier holds it
+    assert np.sign(amps) == -np.sign(volts)  # it pulls toward its 0 V level
+
+
 @pytest.mark.parametrize(
     "make, line, code",
     [

@@ -178,10 +178,20 @@ class EmulatedCircuit:
         amplified = {a.node_out for a in self.network.amplifiers}
         held_off = {k: n for k, n in attached.items() if not smus[k].output and smus[k].off_limit is not None}
         held = {k: n for k, n in held_off.items() if n not in amplified}
+        # A voltage source on an amplifier's output (an SMU reset to its default voltage function
+        # while routed there) fights the amplifier: it cannot move the node and runs at its limit.
+        fighting = {k: n for k, n in forcing_v.items() if n in amplified}
+        forcing_v = {k: n for k, n in forcing_v.items() if k not in fighting}
         g = self._conductances()
         solved = self._settle(forcing_v, held, injected, inverted, g)
         sinking: dict[str, float] = {}
+        for k, node in fighting.items():
+            pull = self._forced(k, "V", smus[k].level) - solved[0][node]
+            sinking[k] = float(np.sign(pull)) * smus[k].current_limit
+            held_off[k] = node
         for k, node in held_off.items():
+            if k in fighting:
+                continue
             limit = float(smus[k].off_limit or 0.0)
             current = solved[2].get(node, 0.0) if k in held else -solved[0][node]
             if k not in held or abs(current) > limit:
