@@ -306,20 +306,8 @@ class BenchBackend:
     def _apply(self, levels: np.ndarray, nudge_currents: dict[str, float] | None) -> State:
         """Source levels (network order) and nudges applied, every node read back."""
         net, lim = self.network, self.limits
-        worst = float(np.max(np.abs(levels), initial=0.0))
-        if worst > lim["max_volts"]:
-            raise BenchSafetyError(
-                f"a source would be set to {worst:g} V, above max_volts = {lim['max_volts']:g}"
-            )
         nudges = nudge_currents or {}
-        unknown = set(nudges) - set(self.config.nudges)
-        if unknown:
-            raise BackendError(f"nudge at {sorted(unknown)}: only output nodes can be nudged")
-        big = max((abs(i) for i in nudges.values()), default=0.0)
-        if big > lim["max_nudge_current"]:
-            raise BenchSafetyError(
-                f"a nudge of {big:g} A exceeds max_nudge_current = {lim['max_nudge_current']:g}"
-            )
+        self._refuse_levels(levels, nudges)
         predicted = self._predicted(levels, nudges)
         for s, level in zip(net.sources, levels, strict=True):
             self._ramp(self.config.sources[s.name], float(level))
