@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,45 @@ def start_hil(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
 @pytest.fixture
 def hil():
     return run_hil
+
+
+def loopback_bench(
+    configs: Path, limits: dict[str, float] | None = None, **fields: Any
+) -> tuple[Any, Any, Any]:
+    """bench-virtual.toml's bench with its drivers wired in memory to its emulators (no sockets),
+    configured and programmed with the start conductances as `open_bench` would: (backend, virtual
+    bench, experiment). `limits` replace some of its [limits]; `fields` replace BenchConfig fields."""
+    from dataclasses import replace
+
+    import hil
+    from drivers import benchconfig
+    from drivers.bench import BenchBackend, Instruments, configure
+    from drivers.models import MODELS
+    from drivers.pots import PotBridge
+    from drivers.transport import LoopbackTransport
+    from sim.factory import twin_predictor
+    from sim.virtual.bench import VirtualBench
+
+    bench = benchconfig.read(configs / "bench-virtual.toml")
+    bench = replace(bench, limits={**bench.limits, **(limits or {})}, **fields)
+    experiment = hil.load(configs / "bench-virtual.toml")
+    net = experiment.network()
+    virtual = VirtualBench(bench, net)
+    hw = Instruments()
+    for name, spec in bench.instruments.items():
+        link = LoopbackTransport(virtual.emulators[name])
+        if MODELS[spec.model].serial:
+            hw.pots[name] = driver = PotBridge(link, name, spec.pot_model())
+        else:
+            driver = MODELS[spec.model].driver(link, name)
+            if MODELS[spec.model].role == "matrix":
+                hw.matrices[name] = driver
+        hw.sessions[name] = driver
+        driver.identify()
+    for key in bench.smu_channels():
+        instrument, _, ch = key.partition(".")
+        hw.smus[key] = hw.sessions[instrument].channel(ch) if ch else hw.sessions[instrument]
+    backend = BenchBackend(net, bench, hw, twin_predictor(net))
+    configure(backend)
+    backend.program(experiment.start_conductances())
+    return backend, virtual, experiment

@@ -1,21 +1,14 @@
 """Estimators against finite-difference gradients of the same backend."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
+from conftest import loopback_bench
 
-from drivers import benchconfig
-from drivers.bench import BenchBackend, BenchSafetyError, Instruments, configure
-from drivers.models import MODELS
-from drivers.pots import PotBridge
-from drivers.transport import LoopbackTransport
+from drivers.bench import BenchSafetyError
 from hil import builders, config, eqprop, open_backend
 from hil.studies import gradcheck
-from sim.factory import twin_predictor
 from sim.spice import SpiceBackend
 from sim.twin import TwinBackend
-from sim.virtual.bench import VirtualBench
 
 XOR_01 = (np.array([-2.0, 2.0]), np.array([1.0]))
 
@@ -153,36 +146,10 @@ def test_updates_respect_the_device_range_and_keep_signs():
 
 
 # -------------------------------------------------------------------------------- the nudge on a bench
-def _loopback_bench(configs, **limits):
-    """The virtual bench of bench-virtual.toml with its drivers wired in memory to its emulators
-    (no sockets), configured as `open_bench` would; `limits` replace the config's."""
-    bench = benchconfig.read(configs / "bench-virtual.toml")
-    bench = replace(bench, limits={**bench.limits, **limits})
-    experiment = config.load(configs / "bench-virtual.toml")
-    net = experiment.network()
-    virtual = VirtualBench(bench, net)
-    hw = Instruments()
-    for name, spec in bench.instruments.items():
-        link = LoopbackTransport(virtual.emulators[name])
-        if MODELS[spec.model].serial:
-            hw.pots[name] = driver = PotBridge(link, name, spec.pot_model())
-        else:
-            driver = MODELS[spec.model].driver(link, name)
-            if MODELS[spec.model].role == "matrix":
-                hw.matrices[name] = driver
-        hw.sessions[name] = driver
-        driver.identify()
-    for key in bench.smu_channels():
-        instrument, _, ch = key.partition(".")
-        hw.smus[key] = hw.sessions[instrument].channel(ch) if ch else hw.sessions[instrument]
-    backend = BenchBackend(net, bench, hw, twin_predictor(net))
-    configure(backend)
-    backend.program(experiment.start_conductances())
-    return backend, virtual, experiment
-
-
 def test_a_nudge_is_held_to_max_nudge_current_not_to_the_compliance_current(configs):
-    backend, virtual, experiment = _loopback_bench(configs, max_nudge_current=1e-3, compliance_current=0.2)
+    backend, virtual, experiment = loopback_bench(
+        configs, {"max_nudge_current": 1e-3, "compliance_current": 0.2}
+    )
     nudger = virtual.state.smus[backend.config.nudges["11"]]
     x = experiment.dataset().inputs[1]
     for limit in (1e-3, -1e-3):  # the limit itself is applied, either way round
@@ -196,7 +163,9 @@ def test_a_nudge_is_held_to_max_nudge_current_not_to_the_compliance_current(conf
 
 
 def test_an_estimators_nudge_beyond_the_bench_limit_stops_the_phase(configs):
-    backend, virtual, experiment = _loopback_bench(configs, max_nudge_current=1e-3, compliance_current=0.2)
+    backend, virtual, experiment = loopback_bench(
+        configs, {"max_nudge_current": 1e-3, "compliance_current": 0.2}
+    )
     data = experiment.dataset()
     x, t = data.inputs[1], data.targets[1]
     y = eqprop.outputs(backend.network, backend.settle(x))
@@ -210,7 +179,7 @@ def test_an_estimators_nudge_beyond_the_bench_limit_stops_the_phase(configs):
 # The other limits the bench holds each phase to (siblings of the nudge's: the right number, the
 # bound itself allowed). Their checks are the bench backend's; the phases here are the estimators'.
 def test_a_source_level_is_held_to_max_volts(configs):
-    backend, virtual, experiment = _loopback_bench(configs, max_volts=2.0)  # the inputs are ±2 V
+    backend, virtual, experiment = loopback_bench(configs, {"max_volts": 2.0})  # the inputs are ±2 V
     sources = [virtual.state.smus[key] for key in backend.config.sources.values()]
     x = experiment.dataset().inputs[1]
     backend.settle(x)  # exactly at the limit
@@ -223,7 +192,7 @@ def test_a_source_level_is_held_to_max_volts(configs):
 
 
 def test_a_phase_that_puts_more_than_pot_terminal_volts_on_a_pot_is_refused(configs):
-    backend, _, experiment = _loopback_bench(configs)
+    backend, _, experiment = loopback_bench(configs)
     x = experiment.dataset().inputs[1]
     terminal = float(np.max(np.abs(backend.settle(x).voltages)))
     backend.limits["pot_terminal_volts"] = terminal

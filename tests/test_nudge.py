@@ -7,21 +7,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import loopback_bench
 
 import hil
 from drivers import benchconfig
-from drivers.bench import BenchBackend, Instruments, configure
-from drivers.models import MODELS
-from drivers.pots import PotBridge
-from drivers.transport import LoopbackTransport
+from drivers.bench import BenchBackend
 from hil import builders, eqprop
 from hil.config import ConfigError
 from hil.interface import State, settle_each
 from hil.studies.gradcheck import layer_agreement
 from hil.train import Hyper
-from sim.factory import twin_predictor
 from sim.twin import TwinBackend
-from sim.virtual.bench import VirtualBench
 
 
 class Recording:
@@ -164,33 +160,6 @@ def test_hyper_refuses_a_negative_or_infinite_nudge_current() -> None:
 
 
 # ---------------------------------------------------------------------------------------- the bench
-def _loopback_bench(configs, **bench_keys):
-    """bench-virtual.toml's bench with its drivers wired in memory to its emulators (no sockets),
-    configured as `open_bench` would; `bench_keys` replace BenchConfig fields."""
-    bench = replace(benchconfig.read(configs / "bench-virtual.toml"), **bench_keys)
-    experiment = hil.load(configs / "bench-virtual.toml")
-    net = experiment.network()
-    virtual = VirtualBench(bench, net)
-    hw = Instruments()
-    for name, spec in bench.instruments.items():
-        link = LoopbackTransport(virtual.emulators[name])
-        if MODELS[spec.model].serial:
-            hw.pots[name] = driver = PotBridge(link, name, spec.pot_model())
-        else:
-            driver = MODELS[spec.model].driver(link, name)
-            if MODELS[spec.model].role == "matrix":
-                hw.matrices[name] = driver
-        hw.sessions[name] = driver
-        driver.identify()
-    for key in bench.smu_channels():
-        instrument, _, ch = key.partition(".")
-        hw.smus[key] = hw.sessions[instrument].channel(ch) if ch else hw.sessions[instrument]
-    backend = BenchBackend(net, bench, hw, twin_predictor(net))
-    configure(backend)
-    backend.program(experiment.start_conductances())
-    return backend, experiment
-
-
 class _Log:
     """What the probe read and under which nudge: (node routed, nudge level) per probe reading, and
     every route made."""
@@ -229,7 +198,7 @@ def _pairs(experiment, backend, rows):
 
 
 def test_the_bench_reads_each_node_under_plus_and_minus_beta_back_to_back(configs) -> None:
-    backend, experiment = _loopback_bench(configs)
+    backend, _, experiment = loopback_bench(configs)
     inputs, nudges = _pairs(experiment, backend, [0, 1, 2])
     separate = settle_each(backend, inputs, nudges).voltages
     log = _Log(backend)
@@ -248,7 +217,7 @@ def test_the_bench_reads_each_node_under_plus_and_minus_beta_back_to_back(config
 def test_an_online_centered_estimate_on_the_bench_pairs_its_phases_with_a_constant_current(configs) -> None:
     """One sample (batch_size 1): its free phase, then +I0 and −I0 read node by node: 4 routes for
     the free phase and 4 for the pair (separate settles: 4 more), the same estimate."""
-    backend, experiment = _loopback_bench(configs)
+    backend, _, experiment = loopback_bench(configs)
     data, g = experiment.dataset(), backend.program(experiment.start_conductances())
     x, t = data.inputs[2], data.targets[2]
     current = experiment.hyper().nudge_current
@@ -263,7 +232,7 @@ def test_an_online_centered_estimate_on_the_bench_pairs_its_phases_with_a_consta
 
 
 def test_bench_averages_read_each_node_that_many_times_and_take_the_mean(configs) -> None:
-    backend, _ = _loopback_bench(configs, averages=4)
+    backend, _, _ = loopback_bench(configs, averages=4)
     probe = backend.hw.smus[backend.config.probe_channel]
     answers = iter([1.0, 2.0, 3.0, 6.0])
     probe.measure_voltage = lambda: next(answers)
