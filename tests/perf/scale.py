@@ -4,8 +4,9 @@ agreement with ngspice on the shipped configs too big for the test suite. Printe
     OMP_NUM_THREADS=1 .venv/bin/python tests/perf/scale.py
 
 A training sample is what the trainer does per sample with centered VDM and mini-batches: the
-free, +β and −β phases of its batch (`eqprop.measure_batch`, one `settle_batch` each) and its share
-of the batch's update (compensated mean, clip, `program`). The first epoch starts every sample
+free, +β and −β phases of its batch (`eqprop.measure_batch`, one `settle_batch` each; the batch mean
+of the estimate as the trainer takes it) and its share of the batch's update (compensated mean,
+clip, `program`). The first epoch starts every sample
 cold; later ones start from the warm starts the twin keeps, as a training does. Times are the
 process's CPU time on one thread (OMP_NUM_THREADS=1), so other work on the machine does not
 inflate them; on an idle machine wall time is the same. Peak memory is measured in a fresh
@@ -89,8 +90,10 @@ def train_epochs(
         in_settles[0] = 0.0
         start = time.process_time()
         for k in range(0, len(x), batch):
-            m = eqprop.measure_batch(backend, g, x[k : k + batch], t[k : k + batch], "vdm-centered", BETA)
-            estimate = eqprop.compensated(net, m.raw).mean(axis=0)
+            m = eqprop.measure_batch(
+                backend, g, x[k : k + batch], t[k : k + batch], "vdm-centered", BETA, per_sample=False
+            )
+            estimate = eqprop.compensated(net, m.mean)
             g = backend.program(eqprop.apply_update(net, g, estimate, rates, G_MIN, G_MAX))
         elapsed = time.process_time() - start
         per_sample.append(elapsed / len(x) * 1e3)
