@@ -311,18 +311,9 @@ class BenchBackend:
         predicted = self._predicted(levels, nudges)
         for s, level in zip(net.sources, levels, strict=True):
             self._ramp(self.config.sources[s.name], float(level))
-        for node, key in self.config.nudges.items():
-            self._set(key, float(nudges.get(node, 0.0)))
-        if self.config.settle_seconds:
-            time.sleep(self.config.settle_seconds)
+        self._apply_nudges(nudges)
         v = np.zeros(len(net.nodes))
-        for s, i, level in zip(net.sources, self._source_nodes, levels, strict=True):
-            v[i] = self._read(self.config.sources[s.name])
-            if abs(v[i] - level) > 1e-3 * max(1.0, abs(level)):
-                raise self._stop(self._not_holding(self.config.sources[s.name], s.name, v[i], level))
-        for node, i in self._nudge_nodes:
-            v[i] = self._read(self.config.nudges[node])
-            self._check_probe_limit(node, v[i])
+        self._read_held(levels, v)
         for node, i in self._probe_nodes:
             self._route_probe(node)
             v[i] = self._read(self.config.probe_channel or "")
