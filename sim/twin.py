@@ -24,7 +24,11 @@ matrices would not fit in 64 MB is settled in chunks.
 
 Warm starts. Each sample's last free-phase equilibrium, keyed by a digest of its inputs, starts its
 next Newton (the nudged phases start from their free phase). `solver_state` hands them to a
-checkpoint in the network's node order, so a resumed training continues bit for bit.
+checkpoint in the network's node order, so a resumed training continues bit for bit. A warm start
+from before the last updates first has each eliminated unknown solved alone with the kept ones
+held (`_relax`; clamped nodes start where their clamps now put them). Nudged phases right after
+their free phase, at the same programming, go by a chord iteration on the free equilibrium's
+Jacobian (`_chord`): one factorization per inputs serves both +β and −β and every step.
 
 Open switches. A conductance of exactly 0 is no element (a pruned edge). A free node that is then
 left with no DC path (no conductance, clamp or load reaching a source) has no defined voltage,
