@@ -1,12 +1,13 @@
 # Everything a fresh machine needs: `make run` trains XOR on the simulated bench,
-# `make test` runs the suite, `make bench` prints the speed and memory figures.
+# `make test` runs the suite, `make bench` prints the speed and memory figures, `make studies`
+# the bench-readiness studies.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup ngspice run test bench lint clean
+.PHONY: setup ngspice run test bench studies lint clean
 
 setup: ngspice $(STAMP)
 
@@ -37,6 +38,14 @@ test: setup
 
 bench: setup
 	OMP_NUM_THREADS=1 $(PY) tests/perf/run.py
+
+# The bench-readiness studies (about 1.5 h on 2 cores): training under SMU noise, the shipped bench
+# circuit with pot steps and tolerance, twin-trained weights in calibrated pots. Printed, never asserted.
+studies: setup
+	OMP_NUM_THREADS=1 $(PY) tests/perf/noise.py
+	OMP_NUM_THREADS=1 $(PY) tests/perf/bench_noise.py
+	OMP_NUM_THREADS=1 $(PY) tests/perf/transfer.py
+	OMP_NUM_THREADS=1 $(PY) tests/perf/transfer.py --noise datasheet
 
 lint: setup
 	$(VENV)/bin/ruff check hil drivers sim tests
