@@ -740,10 +740,12 @@ class TwinBackend:
         steps; from here Newton takes ~3 steps instead of ~6 (digits, 64-64-10). Only a start:
         Newton still solves the whole system, to the same root. None where a pivot is not
         positive (each unknown's equation must have one root) or the clamps are not in pairs."""
+        if self._relax_at is None or not self._nd:
+            return None
         if not self._schur_ready:
             self._schur_blocks()
         nd, a = self._nd, self._aD
-        if self._relax_at is None or not nd or not (a > 0).all():
+        if not (a > 0).all():
             return None
         nodes, at_high, at_low = self._relax_at
         c = r0[:, :nd] + u[:, nd:] @ self._A_DK.T
@@ -775,7 +777,9 @@ class TwinBackend:
         """One sample: Newton from the warm start, else from ngspice's cold start, else by gmin
         stepping, else by source stepping."""
         if warm is not None:
-            u = self._newton(r0, d0, warm, self._junctions(warm, d0), consistent=True)
+            relaxed = self._relax(r0[None], d0[None], warm[None])
+            start = warm if relaxed is None else relaxed[0]
+            u = self._newton(r0, d0, start, self._junctions(start, d0), consistent=True)
             if u is not None:
                 return u
         u = self._newton(r0, d0, np.zeros(self._nf), np.full(len(d0), self.diode.vcrit), consistent=False)

@@ -410,5 +410,12 @@ def test_a_stale_warm_start_relaxed_still_finds_the_cold_starts_answer(name, mon
     assert len(relaxed) == 1 and relaxed[0] is not None
     cold = TwinBackend(net)
     cold.program(moved)
-    _assert_same(got, cold.settle_batch(3.0 * x))
+    expected = cold.settle_batch(3.0 * x)
+    _assert_same(got, expected)
     assert len(relaxed) == 1  # a cold start is ngspice's, not relaxed
+    one = TwinBackend(net)  # one sample at a time: the same
+    one.program(g)
+    one.settle(3.0 * x[0])
+    one.program(moved)
+    np.testing.assert_allclose(one.settle(3.0 * x[0]).voltages, expected.voltages[0], rtol=0, atol=1e-12)
+    assert len(relaxed) == 2 and relaxed[1] is not None
