@@ -1005,9 +1005,9 @@ class TwinBackend:
         first = np.unique(owner, return_index=True)[1]
         u0 = np.array([self._warm[k] for k in distinct])
         d0 = phase.d0
-        _, gd = self.diode.currents(self._junctions(u0, d0[first]))
+        cd0, gd = self.diode.currents(self._junctions(u0, d0[first]))
         if not self._d_all_on_u:
-            gd = gd[:, self._d_on_u]
+            cd0, gd = cd0[:, self._d_on_u], gd[:, self._d_on_u]
         diag = self._scatter(self._d_jac * gd)
         pivot = self._aD + diag[:, :nd]
         if not (np.abs(pivot) >= self._least_pivot).all():
@@ -1022,11 +1022,14 @@ class TwinBackend:
         last = np.full(len(u), np.inf)
         at: slice | np.ndarray = slice(None)  # the samples still iterating: all, at first
         reach = CHORD_REACH * self.diode.vte
-        for _ in range(CHORD_ITERATIONS):
+        for k in range(CHORD_ITERATIONS):
             u_at, w_at = u[at], w[at]
-            cd, _ = self.diode.currents(self._junctions(u_at, d0[at]))
-            if not self._d_all_on_u:
-                cd = cd[:, self._d_on_u]
+            if k:
+                cd, _ = self.diode.currents(self._junctions(u_at, d0[at]))
+                if not self._d_all_on_u:
+                    cd = cd[:, self._d_on_u]
+            else:  # at the warm start: the currents its Jacobian came with
+                cd = cd0[owner]
             residual = u_at @ self._A.T + phase.r0[at] + self._scatter(self._d_res * cd)
             r_d = -w_at * residual[:, :nd]
             step = np.empty_like(residual)
