@@ -627,7 +627,8 @@ class TwinBackend:
         if len(keys) > 1 and self._fresh.issuperset(keys):
             u = self._chord(phase, keys)
         if u is None:
-            u = self._solve(phase, [self._warm.get(k) for k in keys])
+            stale = np.array([k not in self._fresh for k in keys], dtype=bool)
+            u = self._solve(phase, [self._warm.get(k) for k in keys], stale)
         if store:
             if len(self._warm) + len(keys) > self._warm_cap:
                 self._warm.clear()
@@ -709,23 +710,25 @@ class TwinBackend:
         return State(v, -src_total, clamp, amp_current)
 
     # ------------------------------------------------------------------ solver
-    def _solve(self, phase: _Phase, warm: list[np.ndarray | None]) -> np.ndarray:
+    def _solve(self, phase: _Phase, warm: list[np.ndarray | None], stale: np.ndarray) -> np.ndarray:
         """Newton from each sample's warm start (else ngspice's cold start), all samples at once;
-        a sample that fails goes on alone: cold start, gmin stepping, source stepping."""
+        a sample that fails goes on alone: cold start, gmin stepping, source stepping. Warm
+        starts found at another programming (`stale`) are relaxed first."""
         r0, d0 = phase.r0, phase.d0
         if len(warm) == 1:
-            return self._solve_one(r0[0], d0[0], warm[0])[None, :]
+            return self._solve_one(r0[0], d0[0], warm[0], bool(stale[0]))[None, :]
         samples, nf = len(warm), self._nf
         has = np.array([w is not None for w in warm], dtype=bool)
         u0 = np.zeros((samples, nf))
         vd0 = np.full(d0.shape, self.diode.vcrit)
         if has.any():
             u0[has] = np.array([w for w in warm if w is not None])
-            # Cold samples keep ngspice's cold start: where a circuit has several equilibria,
-            # the start decides which one is found.
-            relaxed = self._relax(r0[has], d0[has], u0[has])
+            # Cold samples keep ngspice's cold start (where a circuit has several equilibria, the
+            # start decides which one is found); an equilibrium at this programming is kept as is.
+            old = has & stale
+            relaxed = self._relax(r0[old], d0[old], u0[old]) if old.any() else None
             if relaxed is not None:
-                u0[has] = relaxed
+                u0[old] = relaxed
             vd0[has] = self._junctions(u0[has], d0[has])
         u, done = self._newton_batch(r0, d0, u0, vd0, has)
         for i in np.flatnonzero(~done).tolist():
@@ -773,11 +776,13 @@ class TwinBackend:
         u[:, nodes] = v
         return u
 
-    def _solve_one(self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
-        """One sample: Newton from the warm start, else from ngspice's cold start, else by gmin
-        stepping, else by source stepping."""
+    def _solve_one(
+        self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None, stale: bool = False
+    ) -> np.ndarray:
+        """One sample: Newton from the warm start (relaxed first when `stale`), else from
+        ngspice's cold start, else by gmin stepping, else by source stepping."""
         if warm is not None:
-            relaxed = self._relax(r0[None], d0[None], warm[None])
+            relaxed = self._relax(r0[None], d0[None], warm[None]) if stale else None
             start = warm if relaxed is None else relaxed[0]
             u = self._newton(r0, d0, start, self._junctions(start, d0), consistent=True)
             if u is not None:
