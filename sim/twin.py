@@ -77,6 +77,7 @@ BATCH_ENTRIES = 1 << 23
 # junction limiting could act, so Newton takes over), and the error it leaves (V).
 # The predictor (`_relax`): Newton steps on each eliminated unknown's own equation.
 RELAX_STEPS = 4
+RELAX_FROM = 1e-6  # V: a warm start nearer its equilibrium than this goes to Newton as it is
 CHORD_ITERATIONS = 6
 CHORD_REACH = 0.1
 CHORD_ERROR = 1e-15
@@ -624,11 +625,10 @@ class TwinBackend:
         phase = self._phase(x, inj_nodes, inj)
         keys = self._keys(x)
         u = None
-        if len(keys) > 1 and self._fresh.issuperset(keys):
+        if not store and len(keys) > 1 and self._fresh.issuperset(keys):
             u = self._chord(phase, keys)
         if u is None:
-            stale = np.array([k not in self._fresh for k in keys], dtype=bool)
-            u = self._solve(phase, [self._warm.get(k) for k in keys], stale)
+            u = self._solve(phase, [self._warm.get(k) for k in keys])
         if store:
             if len(self._warm) + len(keys) > self._warm_cap:
                 self._warm.clear()
@@ -710,25 +710,24 @@ class TwinBackend:
         return State(v, -src_total, clamp, amp_current)
 
     # ------------------------------------------------------------------ solver
-    def _solve(self, phase: _Phase, warm: list[np.ndarray | None], stale: np.ndarray) -> np.ndarray:
-        """Newton from each sample's warm start (else ngspice's cold start), all samples at once;
-        a sample that fails goes on alone: cold start, gmin stepping, source stepping. Warm
-        starts found at another programming (`stale`) are relaxed first."""
+    def _solve(self, phase: _Phase, warm: list[np.ndarray | None]) -> np.ndarray:
+        """Newton from each sample's warm start (relaxed first, `_relax`), else ngspice's cold
+        start, all samples at once; a sample that fails goes on alone: cold start, gmin
+        stepping, source stepping."""
         r0, d0 = phase.r0, phase.d0
         if len(warm) == 1:
-            return self._solve_one(r0[0], d0[0], warm[0], bool(stale[0]))[None, :]
+            return self._solve_one(r0[0], d0[0], warm[0])[None, :]
         samples, nf = len(warm), self._nf
         has = np.array([w is not None for w in warm], dtype=bool)
         u0 = np.zeros((samples, nf))
         vd0 = np.full(d0.shape, self.diode.vcrit)
         if has.any():
             u0[has] = np.array([w for w in warm if w is not None])
-            # Cold samples keep ngspice's cold start (where a circuit has several equilibria, the
-            # start decides which one is found); an equilibrium at this programming is kept as is.
-            old = has & stale
-            relaxed = self._relax(r0[old], d0[old], u0[old]) if old.any() else None
+            # Cold samples keep ngspice's cold start: where a circuit has several equilibria, the
+            # start decides which one is found.
+            relaxed = self._relax(r0[has], d0[has], u0[has])
             if relaxed is not None:
-                u0[old] = relaxed
+                u0[has] = relaxed
             vd0[has] = self._junctions(u0[has], d0[has])
         u, done = self._newton_batch(r0, d0, u0, vd0, has)
         for i in np.flatnonzero(~done).tolist():
@@ -741,8 +740,11 @@ class TwinBackend:
         unknowns couple only to kept ones). A warm start from before the last updates has its
         clamped nodes up to ~0.5 V off, which Newton's junction limiting crosses in several
         steps; from here Newton takes ~3 steps instead of ~6 (digits, 64-64-10). Only a start:
-        Newton still solves the whole system, to the same root. None where a pivot is not
-        positive (each unknown's equation must have one root) or the clamps are not in pairs."""
+        Newton still solves the whole system, to the same root. A warm start already within
+        RELAX_FROM of its equilibrium (by a Jacobi estimate of Newton's step) is kept bit for bit:
+        the choice depends only on the numbers, so a resumed training takes the same path. None
+        where nothing is relaxed, a pivot is not positive (each unknown's equation must have one
+        root) or the clamps are not in pairs."""
         if self._relax_at is None or not self._nd:
             return None
         if not self._schur_ready:
@@ -750,6 +752,18 @@ class TwinBackend:
         nd, a = self._nd, self._aD
         if not (a > 0).all():
             return None
+        cd, gd = self.diode.currents(self._junctions(u, d0))
+        residual = u @ self._A.T + r0 + self._scatter(self._d_res * cd)
+        move = np.abs(residual) / (np.diag(self._A) + self._scatter(self._d_jac * gd))
+        far = move.max(axis=1) > RELAX_FROM
+        if not far.any():
+            return None
+        if not far.all():
+            relaxed = u.copy()
+            part = self._relax(r0[far], d0[far], u[far])
+            assert part is not None
+            relaxed[far] = part
+            return relaxed
         nodes, at_high, at_low = self._relax_at
         c = r0[:, :nd] + u[:, nd:] @ self._A_DK.T
         u = u.copy()
@@ -776,13 +790,11 @@ class TwinBackend:
         u[:, nodes] = v
         return u
 
-    def _solve_one(
-        self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None, stale: bool = False
-    ) -> np.ndarray:
-        """One sample: Newton from the warm start (relaxed first when `stale`), else from
-        ngspice's cold start, else by gmin stepping, else by source stepping."""
+    def _solve_one(self, r0: np.ndarray, d0: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
+        """One sample: Newton from the warm start (relaxed first), else from ngspice's cold
+        start, else by gmin stepping, else by source stepping."""
         if warm is not None:
-            relaxed = self._relax(r0[None], d0[None], warm[None]) if stale else None
+            relaxed = self._relax(r0[None], d0[None], warm[None])
             start = warm if relaxed is None else relaxed[0]
             u = self._newton(r0, d0, start, self._junctions(start, d0), consistent=True)
             if u is not None:
