@@ -427,6 +427,30 @@ class Network:
         return currents
 
     # ------------------------------------------------------------------ validation
+    def rewired(self, name: str, driven: list[tuple[str, str]], inverted: frozenset[str]) -> Network:
+        """The same parts with a voltage source (name, node) on each `driven` node, input k the
+        level of the k-th, and the named amplifiers inverted (their backward gain with them where
+        it follows the sign): the board as a bench wires it, for a twin to solve."""
+        amplifiers = []
+        for a in self.amplifiers:
+            sign = -1.0 if a.name in inverted else 1.0
+            back = a.backward_gain * (sign if a.backward_follows_sign else 1.0)
+            amplifiers.append(
+                Amplifier(a.name, a.node_in, a.node_out, a.gain * sign, back, a.backward_follows_sign)
+            )
+        return Network(
+            name=name,
+            conductances=[Conductance(c.name, c.a, c.b, c.layer) for c in self.conductances],
+            sources=[VoltageSource(source, node, input_index=k) for k, (source, node) in enumerate(driven)],
+            clamps=self.clamps,
+            amplifiers=amplifiers,
+            loads=self.loads,
+            outputs=self.outputs,
+            diode_model=self.diode_model,
+            temperature=self.temperature,
+            n_inputs=len(driven),
+        )
+
     def _check(self) -> None:
         elements: list[Conductance | VoltageSource | DiodeClamp | Amplifier | Load] = [
             *self.conductances,

@@ -17,7 +17,7 @@ from drivers.bench import Predict, open_bench
 from drivers.benchconfig import BenchConfig
 from hil.config import ConfigError, Experiment
 from hil.interface import Backend
-from hil.network import Amplifier, Conductance, Network, VoltageSource
+from hil.network import Network
 from sim.netlist import SimulatorOptions
 
 
@@ -125,24 +125,8 @@ def twin_predictor(network: Network) -> Predict:
 
     def board(inverted: frozenset[str]) -> tuple[TwinBackend, list[int]]:
         if inverted not in twins:
-            amps = []
-            for a in network.amplifiers:
-                sign = -1.0 if a.name in inverted else 1.0
-                back = a.backward_gain * (sign if a.backward_follows_sign else 1.0)
-                amps.append(
-                    Amplifier(a.name, a.node_in, a.node_out, a.gain * sign, back, a.backward_follows_sign)
-                )
-            net = Network(
-                name=f"{network.name} as the bench sets it",
-                conductances=[Conductance(c.name, c.a, c.b, c.layer) for c in network.conductances],
-                sources=[VoltageSource(s.name, s.node, input_index=i) for i, s in enumerate(network.sources)],
-                clamps=network.clamps,
-                amplifiers=amps,
-                loads=network.loads,
-                outputs=network.outputs,
-                diode_model=network.diode_model,
-                temperature=network.temperature,
-                n_inputs=len(network.sources),
+            net = network.rewired(
+                f"{network.name} as the bench sets it", [(s.name, s.node) for s in network.sources], inverted
             )
             twins[inverted] = (TwinBackend(net), [net.node_index[n] for n in network.nodes])
         return twins[inverted]

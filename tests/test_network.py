@@ -105,3 +105,22 @@ def test_the_smallest_valid_network_is_accepted():
         estimator_pairing=(1, 0),
     )
     assert with_input.n_inputs == 1
+
+
+def test_rewired_with_the_networks_own_sources_solves_alike_and_inverts_what_it_is_told():
+    from sim.twin import TwinBackend
+
+    net = builders.xor()
+    same = net.rewired("same", [(s.name, s.node) for s in net.sources], frozenset())
+    g = np.linspace(0.01, 0.08, len(net.conductances))
+    x = np.array([2.0, -2.0])
+    levels = net.source_values(x)
+    a, b = TwinBackend(net), TwinBackend(same)
+    a.program(g)
+    b.program(g)
+    assert np.max(np.abs(a.settle(x).voltages - b.settle(levels).voltages)) <= 1e-12
+    flipped = net.rewired("flipped", [("V", "1")], frozenset({net.amplifiers[0].name}))
+    one, other = flipped.amplifiers[0], net.amplifiers[0]
+    assert one.gain == -other.gain and flipped.amplifiers[1].gain == net.amplifiers[1].gain
+    assert one.backward_gain == (-other.backward_gain if other.backward_follows_sign else other.backward_gain)
+    assert [(s.name, s.node) for s in flipped.sources] == [("V", "1")] and flipped.n_inputs == 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hil.network import Amplifier, Conductance, Network, VoltageSource
+from hil.network import Network
 from sim.noise import BenchErrors
 from sim.twin import TwinBackend
 from sim.virtual.state import BenchState, SmuState
@@ -142,25 +142,10 @@ class EmulatedCircuit:
     def _twin(self, driven: tuple[str, ...], inverted: frozenset[str]) -> tuple[TwinBackend, list[str]]:
         key = (driven, inverted)
         if key not in self._twins:
-            net = self.network
-            amps = []
-            for a in net.amplifiers:
-                sign = -1.0 if a.name in inverted else 1.0
-                back = a.backward_gain * (sign if a.backward_follows_sign else 1.0)
-                amps.append(
-                    Amplifier(a.name, a.node_in, a.node_out, a.gain * sign, back, a.backward_follows_sign)
-                )
-            board = Network(
-                name=f"{net.name} on the bench",
-                conductances=[Conductance(c.name, c.a, c.b, c.layer) for c in net.conductances],
-                sources=[VoltageSource(f"VSMU{i}", node, input_index=i) for i, node in enumerate(driven)],
-                clamps=net.clamps,
-                amplifiers=amps,
-                loads=net.loads,
-                outputs=net.outputs,
-                diode_model=net.diode_model,
-                temperature=net.temperature,
-                n_inputs=len(driven),
+            board = self.network.rewired(
+                f"{self.network.name} on the bench",
+                [(f"VSMU{k}", node) for k, node in enumerate(driven)],
+                inverted,
             )
             self._twins[key] = (TwinBackend(board), board.nodes)
         return self._twins[key]
