@@ -3,7 +3,9 @@ estimate against finite differences sample by sample, and its config rules."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +347,23 @@ def test_the_trainers_batch_mean_follows_each_samples_beta(configs) -> None:
             twin, g, data.inputs, data.targets, method, 1.0, nudge_current=2e-6, per_sample=False
         )
         np.testing.assert_allclose(mean.mean, each.raw.mean(axis=0), rtol=1e-6)
+
+
+def test_gradcheck_checks_a_constant_current_config_at_its_own_nudge(tmp_path, capsys) -> None:
+    from hil.cli import main
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    text = (configs / "xor-noisy.toml").read_text().replace('noise = "keithley-2450"', 'noise = "none"')
+    path = tmp_path / "xor-quiet.toml"
+    path.write_text(text)
+    assert main(["gradcheck", str(path), "--sample", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    experiment = hil.load(path)
+    backend = TwinBackend(experiment.network())
+    backend.program(experiment.start_conductances())
+    data = experiment.dataset()
+    y = backend.network.output_voltages(backend.settle(data.inputs[2]).voltages)
+    assert report["beta"] == pytest.approx(
+        experiment.hyper().nudge_current / np.linalg.norm(data.targets[2] - y)
+    )
+    assert all(layer["cosine"] > 0.9999 for layer in report["layers"])

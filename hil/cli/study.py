@@ -22,6 +22,7 @@ from hil.cli.common import (
     overrides,
     sample,
 )
+from hil.interface import Backend
 from hil.studies import gradcheck, sweep
 from hil.studies.sweepfile import Plan, SweepFile, read, summarise
 from hil.train import Interrupted
@@ -55,20 +56,24 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     backend = open_backend(experiment, "pcm" if "pcm" in methods else hyper.method)
     try:
         g0 = experiment.start_conductances()
+        if args.betas is None and args.beta is None and hyper.nudge_current > 0:
+            betas = [_constant_current_beta(backend, g0, x, t, hyper.nudge_current)]
         result = gradcheck.check(backend, g0, x, t, methods, betas, hyper.pcm_perturbation)
         identity = backend.identity()
     finally:
         backend.safe_state()
         backend.close()
     head = {"config": str(args.config), "sample": args.sample}
+    constant = args.betas is None and args.beta is None and hyper.nudge_current > 0
+    via = f" (nudge_current {hyper.nudge_current:g} A over ‖t − y‖)" if constant else ""
     if args.betas is None:
         report = {**head, **gradcheck.edge_report(result, experiment.network(), t)}
         if args.json:
             print(json.dumps(report))
             return 0
         print(
-            f"{args.config}: sample {args.sample}, method {methods[0]}, beta {betas[0]:g} A/V, "
-            f"loss {report['loss']:.6g}"
+            f"{args.config}: sample {args.sample}, method {methods[0]}, beta {betas[0]:g} A/V"
+            f"{via}, loss {report['loss']:.6g}"
         )
         print("\n".join(gradcheck.edge_table(report)))
         return 0
@@ -82,6 +87,20 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"written to {out}")
     return 0
+
+
+def _constant_current_beta(
+    backend: Backend, g: np.ndarray, x: np.ndarray, t: np.ndarray, current: float
+) -> float:
+    """The β a constant-current config nudges this sample with at `g`: I0 over its ‖t − y‖."""
+    backend.program(g)
+    y = backend.network.output_voltages(backend.settle(x).voltages)
+    error = float(np.linalg.norm(np.asarray(t) - y))
+    if not error > 0:
+        raise ValueError(
+            "the sample's outputs sit on their targets: no nudge to check; pick another --sample"
+        )
+    return current / error
 
 
 def _gradcheck_repeated(
