@@ -227,7 +227,7 @@ def _pcm(s: Sample, beta: Strength, eps: float) -> np.ndarray:
         return np.array(
             [
                 _pcm(
-                    Sample(s.backend, s.conductances, x, t, _row(s.free, k), s.outputs[k]),
+                    Sample(s.backend, s.conductances, x, t, s.free.row(k), s.outputs[k]),
                     float(betas[k]),
                     eps,
                 )
@@ -341,16 +341,6 @@ def measure_batch(
         return BatchMeasurement(free, y, losses, None, MEAN_ESTIMATORS[method](sample, b, pcm_perturbation))
     raw = ESTIMATORS[method](sample, b, pcm_perturbation)
     return BatchMeasurement(free, y, losses, raw, raw.mean(axis=0))
-
-
-def _row(state: State, k: int) -> State:
-    """Sample k of a batched State."""
-    return State(
-        state.voltages[k],
-        None if state.source_currents is None else state.source_currents[k],
-        state.clamp_currents[k],
-        state.amplifier_currents[k],
-    )
 
 
 def compensated(network: Network, raw: np.ndarray) -> np.ndarray:

@@ -37,6 +37,15 @@ class State:
     clamp_currents: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     amplifier_currents: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
+    def row(self, k: int) -> State:
+        """Sample k of a batched State."""
+        return State(
+            self.voltages[k],
+            None if self.source_currents is None else self.source_currents[k],
+            self.clamp_currents[k],
+            self.amplifier_currents[k],
+        )
+
 
 @dataclass(frozen=True)
 class Identity:

@@ -456,12 +456,7 @@ class NoisyBackend:
                 raise ValueError(f"nudge at {sorted(unknown)}: only output nodes can be nudged")
             nudges = np.array([[nudge_currents.get(n, 0.0) for n in self.network.nudge_nodes]])
         state = self.settle_batch(np.asarray(inputs, dtype=float)[None, :], nudges)
-        return State(
-            state.voltages[0],
-            None if state.source_currents is None else state.source_currents[0],
-            state.clamp_currents[0],
-            state.amplifier_currents[0],
-        )
+        return state.row(0)
 
     def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
         """The samples one after another in model time, as a bench settles them; one inner

@@ -544,12 +544,7 @@ class TwinBackend:
         nodes = np.array([index[k] for k in nudges], dtype=np.int64)
         values = np.array([list(nudges.values())], dtype=float).reshape(1, len(nodes))
         state = self._settle(x[None, :], nodes, values, store=not nudge_currents)
-        return State(
-            state.voltages[0],
-            None if state.source_currents is None else state.source_currents[0],
-            state.clamp_currents[0],
-            state.amplifier_currents[0],
-        )
+        return state.row(0)
 
     def settle_batch(self, inputs: np.ndarray, nudges: np.ndarray | None = None) -> State:
         net = self.network
