@@ -6,6 +6,7 @@ methods (`drivers.roles.SourceMeter`) are shared by `SmuRole`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import ClassVar
 
 from drivers.instrument import (
@@ -456,14 +457,9 @@ class Keithley2600B(Instrument):
     def identify(self) -> str:
         """`*IDN?`, then the model's ratings: a 2600 model without them in the driver is refused."""
         idn = Instrument.identify(self)
-        found = re.search(r"Model (26\d\d[A-Z]?)", idn)
-        model = found[1] if found else idn
-        if model not in KEITHLEY_2600B_MODELS:
-            raise InstrumentError(
-                f"{self.name}: *IDN? answered {idn!r}: the driver has no ratings for a {model} "
-                f"(it knows {', '.join(KEITHLEY_2600B_MODELS)})"
-            )
-        channels, self.rated = KEITHLEY_2600B_MODELS[model]
+        channels, self.rated = KEITHLEY_2600B_MODELS[
+            _known_model(self.name, idn, r"Model (26\d\d[A-Z]?)", KEITHLEY_2600B_MODELS)
+        ]
         self.channel_names = tuple(channels)
         self._channels = {}  # channels made before this were rated for any model
         return idn
@@ -477,10 +473,26 @@ class Keithley2600B(Instrument):
         self.ascii_precision = self.PRECISION
 
     def channel(self, ch: str) -> Keithley2600BChannel:
-        if ch not in self.channel_names:
-            listed = " and ".join(self.channel_names)
-            raise ValueError(f"{self.name}: channel {ch!r} does not exist: this 2600B has channels {listed}")
+        _check_channel(self.name, ch, self.channel_names, "2600B")
         return self._channels.setdefault(ch, self.rated(self, ch))
+
+
+def _known_model(name: str, idn: str, pattern: str, models: Mapping[str, object]) -> str:
+    """The model `*IDN?` names (the pattern's first group), refused unless the driver rates it."""
+    found = re.search(pattern, idn)
+    model = found[1] if found else idn
+    if model not in models:
+        raise InstrumentError(
+            f"{name}: *IDN? answered {idn!r}: the driver has no ratings for a {model} "
+            f"(it knows {', '.join(models)})"
+        )
+    return model
+
+
+def _check_channel(name: str, ch: str, channels: tuple[str, ...], series: str) -> None:
+    if ch not in channels:
+        listed = " and ".join(channels)
+        raise ValueError(f"{name}: channel {ch!r} does not exist: this {series} has channels {listed}")
 
 
 # ---------------------------------------------------------------------------------------- Keysight B2900
@@ -514,20 +526,12 @@ class KeysightB2900(Instrument):
     def identify(self) -> str:
         """`*IDN?`, then the model's channels: a B29 model the driver does not know is refused."""
         idn = Instrument.identify(self)
-        found = re.search(r"B29\d\d[A-Z]*", idn)
-        model = found[0] if found else idn
-        if model not in KEYSIGHT_B2900_MODELS:
-            raise InstrumentError(
-                f"{self.name}: *IDN? answered {idn!r}: the driver has no ratings for a {model} "
-                f"(it knows {', '.join(KEYSIGHT_B2900_MODELS)})"
-            )
+        model = _known_model(self.name, idn, r"(B29\d\d[A-Z]*)", KEYSIGHT_B2900_MODELS)
         self.channel_names = tuple(KEYSIGHT_B2900_MODELS[model])
         return idn
 
     def channel(self, ch: str) -> KeysightB2900Channel:
-        if ch not in self.channel_names:
-            listed = " and ".join(self.channel_names)
-            raise ValueError(f"{self.name}: channel {ch!r} does not exist: this B2900 has channels {listed}")
+        _check_channel(self.name, ch, self.channel_names, "B2900")
         return self._channels.setdefault(ch, KeysightB2900Channel(self, ch))
 
 
