@@ -544,7 +544,7 @@ def _refusal(tmp_path: Path, text: str, name: str = "x.toml") -> str:
         ("[conductances]\nskip = 2000000000\n", "[conductances] skip = 2000000000 is invalid"),
         ("[conductances]\nskip = 2e9\n", "it must be an integer from 0 to 1000000"),
         ('[circuit]\nbuilder = "layered"\nhidden = [100000]\n', "[circuit] hidden = [100000] is invalid"),
-        ('[circuit]\nbuilder = "layered"\nhidden = [4096, 4096]\n', "above the cap of 200,000"),
+        ('[circuit]\nbuilder = "layered"\nhidden = [4096, 4096]\n', "above the cap of 400,000"),
         ('[circuit]\nbuilder = "layered"\nhidden = [true]\n', "[circuit] hidden = [True] is invalid"),
         ("[training]\nbetta = 1e-6\n", "unknown key [training] betta: did you mean beta?"),
         ("[trainig]\nbeta = 1e-6\n", "unknown section [trainig]: did you mean [training]?"),
@@ -693,7 +693,7 @@ def test_every_cap_is_stated_in_the_reference():
     from hil.cli.keys import reference
 
     table = reference()
-    for text in ("from 1 to 1024", "1 to 16 layers of 1 to 4096", "200,000 conductances", "1.25e8", "3e11"):
+    for text in ("from 1 to 1024", "1 to 16 layers of 1 to 4096", "400,000 conductances", "1.25e8", "3e11"):
         assert text in table, text
     assert "from 0.1 to 100" in table  # amplifier_gain
     assert "in at most 1000 steps" in table  # ramp_step
