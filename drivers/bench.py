@@ -19,8 +19,11 @@ on SMUs, a switch matrix and digital potentiometers.
   they still hold what the run set (outputs on, none at a limit, the relays and pot codes it
   wrote): a reset, a power glitch or another client shows there rather than in wrong numbers.
 - no hot switching: the probe's relays open while it forces 0 A (no current through them), and it
-  is switched off, in its high-impedance output-off state (output relay open), while the next
-  route closes; it goes on again once the matrix reports the relays settled (`*OPC?`). Before an
+  is switched off while the next route closes; it goes on again once the matrix reports the
+  relays settled (`*OPC?`). Its off state (`choose_probe_off`) is its model's 0 A source with the
+  output relay closed (no wear on that relay) where the model has one whose voltage limit is
+  provably above every node the probe can land on (`probe_worst_case`), else high impedance
+  (output relay open); each settle's prediction and each reading are held to that limit. Before an
   amplifier's inverting relay moves (`program`), every source and nudge goes to 0 (ramped,
   `*OPC?`); the next settle ramps them back. Levels ramp in `ramp_step` steps `ramp_delay` apart.
 - error queues: `verify` also reads every instrument's error queue, so a refused command stops
@@ -73,6 +76,11 @@ VERIFY_EVERY = 64
 # What a driver may raise about its instrument: it failed, the line failed, or an answer or a
 # value was refused.
 FAULTS = (InstrumentError, TransportError, ValueError)
+# A node may come no closer than this fraction of the probe's 0 A off-state voltage limit (the
+# SMU's own limit accuracy, and the twin's gap to the board, stay well inside 5 %).
+OFF_LIMIT_MARGIN = 0.95
+# The applied settings' entry for the probe's off state (a name no instrument can have).
+PROBE_OFF = "[probe]"
 
 
 # The twin's node voltages (network order) for source levels (network order, signs applied), nudge
@@ -214,6 +222,9 @@ class BenchBackend:
         self._fault: str | None = None  # the first failure seen; the bench is not what the run set
         # What each instrument and SMU channel answered for its settings once configured.
         self._applied: dict[str, dict[str, Any]] = {}
+        # The probe's 0 A output-off voltage limit, V, when that is its off state (None: high
+        # impedance, or no probe): every probed node is held below OFF_LIMIT_MARGIN of it.
+        self._probe_off_limit: float | None = None
         self._settles = 0
         index = network.node_index
         self._source_nodes = [index[s.node] for s in network.sources]
@@ -643,6 +654,10 @@ class BenchBackend:
         if found:
             more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
             raise BenchSafetyError(f"refused before any level was applied: {found[0]}{more}")
+        for node, i in self._probe_nodes:
+            beyond = self._beyond_probe_off_limit(node, float(volts[i]), "predicted at")
+            if beyond:
+                raise BenchSafetyError(f"refused before any level was applied: {beyond}")
         return volts
 
     def _check_measured(self, volts: np.ndarray, predicted: np.ndarray) -> None:
@@ -680,15 +695,30 @@ class BenchBackend:
                 f"node {node} reads {volts:g} V, at the probe's voltage limit: a node is "
                 "floating or over range"
             )
+        beyond = self._beyond_probe_off_limit(node, volts, "reads")
+        if beyond:
+            raise self._stop(beyond)
+
+    def _beyond_probe_off_limit(self, node: str, volts: float, how: str) -> str:
+        """Why a probed node at `volts` is too close to the probe's 0 A off-state limit ("": it is
+        not, or the probe's off state is high impedance): the off probe would clamp it there and
+        the next route would break or make that current."""
+        limit = self._probe_off_limit
+        if limit is None or node not in self.config.probe_routes or abs(volts) < OFF_LIMIT_MARGIN * limit:
+            return ""
+        return (
+            f"node {node} {how} {volts:.4g} V, within {100 * (1 - OFF_LIMIT_MARGIN):g} % of the probe's 0 A "
+            f"output-off voltage limit {limit:g} V: its relays would switch under current"
+        )
 
     def _route_probe(self, node: str) -> None:
         """Break before make, checked against shorts, and no hot switching (707B reference manual,
         channel.connectrule: hot switching can dry-weld reed relays): the old route opens while the
         probe forces 0 A, so no current flows through it, and is waited for (*OPC?); the probe
         output goes off before the new route closes, in the high-impedance output-off state
-        `configure` sets (its output relay open: the normal off state would hold 0 V at a current
-        limit and pull the node the route lands on); on again once the matrix reports it settled
-        (*OPC?), before the reading."""
+        `configure` chose (`choose_probe_off`: 0 A with the output relay closed, or high impedance;
+        never the normal 0 V state, which would pull the node the route lands on); on again once
+        the matrix reports it settled (*OPC?), before the reading."""
         if self._router is None:
             raise BenchSafetyError("the bench has probe routes but no switch matrix for them")
         if self._router.connected == [node]:
@@ -987,10 +1017,11 @@ def configure(backend: BenchBackend) -> None:
         backend._guard(hw.smus[key].source_voltage, lim["compliance_current"])
     for key in [*cfg.nudges.values(), *([cfg.probe_channel] if cfg.probe_channel else [])]:
         backend._guard(hw.smus[key].source_current, lim["compliance_voltage"])
+    probe_off: dict[str, Any] = {}
     if cfg.probe_channel:
         # The probe is off whenever a route closes: in an SMU's normal off state it would hold 0 V
-        # at a current limit and pull the node it lands on; high impedance opens its output relay.
-        backend._guard(_smu(hw.smus[cfg.probe_channel]).high_impedance_off)
+        # at a current limit and pull the node it lands on.
+        probe_off = backend._guard(choose_probe_off, backend)
     for key, smu in hw.smus.items():
         backend._guard(smu.integrate, cfg.nplc)
         backend._guard(smu.output, True)
@@ -1000,9 +1031,75 @@ def configure(backend: BenchBackend) -> None:
         backend._applied[name] = backend._guard(driver.applied_settings)
         for channel in _channels_of(cfg, name, driver):
             backend._applied[channel.name] = backend._guard(channel.applied_settings)
+    if probe_off:
+        backend._applied[PROBE_OFF] = probe_off
     for driver in hw.sessions.values():
         backend._guard(driver.check_errors)
     backend._live = True
+
+
+def probe_worst_case(config: BenchConfig, network: Network) -> float:
+    """The largest |V| any node the probe can be routed to can reach, whatever the bench is asked
+    (`drivers.ratings.worst_case`, a bound): sources up to `[limits] max_volts` (the bench refuses
+    more), every pot anywhere in the range its calibration realises (any code), either polarity of
+    every amplifier, every nudge up to `max_nudge_current`. Raises `ratings.RatingError` when the
+    network has no bound."""
+    tables = [config.instruments[bank].pot_model().calibration(ch) for bank, ch in config.pots.values()]
+    if not tables:
+        raise ratings.RatingError("the bench config has no pots to bound the conductances by")
+    bounds = ratings.worst_case(
+        network,
+        config.limits["max_volts"],
+        min(t.g_min for t in tables),
+        config.limits["max_nudge_current"],
+        max(t.g_max for t in tables),
+    )
+    return max((bounds.get(node, 0.0) for node in config.probe_routes), default=0.0)
+
+
+def choose_probe_off(backend: BenchBackend) -> dict[str, Any]:
+    """The probe's output-off state, set on its SMU, and why (for the applied settings).
+
+    Its model's 0 A source with the output relay closed (no relay wear: the probe goes off and on
+    at every route) when the model has one whose voltage limit, asked for `compliance_voltage`
+    (the probe's own limit while on), is above every node the probe can land on by the margin
+    (`probe_worst_case`): an off probe then draws nothing and the routes switch cold. Otherwise
+    high impedance (the output relay opens), as where a node could pass the limit the off probe
+    would clamp it and the route's relays would make and break that current."""
+    cfg, network = backend.config, backend.network
+    probe = _smu(backend.hw.smus[cfg.probe_channel or ""])
+    wanted = backend.limits["compliance_voltage"]
+    held = probe.zero_amp_off_limit(wanted)
+    try:
+        worst: float | None = probe_worst_case(cfg, network)
+    except ratings.RatingError as exc:
+        worst, why = None, f"no worst case bounds the probed nodes ({exc})"
+    if held is None:
+        why = f"{type(probe).__name__} has no 0 A output-off state that keeps its output relay closed"
+    elif worst is not None and worst >= OFF_LIMIT_MARGIN * held:
+        why = (
+            f"a probed node can reach {worst:.4g} V, not below {OFF_LIMIT_MARGIN:g} × the 0 A off state's "
+            f"voltage limit {held:g} V"
+        )
+    elif worst is not None:
+        probe.zero_amp_off(held)
+        backend._probe_off_limit = held
+        return {
+            "channel": probe.name,
+            "off_state": "0 A, output relay closed",
+            "off_voltage_limit": held,
+            "worst_case_volts": worst,
+            "why": f"every probed node stays within {worst:.4g} V, below {OFF_LIMIT_MARGIN:g} × {held:g} V",
+        }
+    probe.high_impedance_off()
+    backend._probe_off_limit = None
+    return {
+        "channel": probe.name,
+        "off_state": "high impedance, output relay open",
+        "off_voltage_limit": None,
+        "worst_case_volts": worst,
+        "why": why,
+    }
 
 
 def _channels_of(config: BenchConfig, name: str, driver: Instrument) -> list[Any]:

@@ -89,8 +89,29 @@ class SmuRole:
 
     def high_impedance_off(self) -> None:
         """Output off opens the output relay: an off channel then draws no current from a node a
-        relay connects it to (each model's normal off state holds 0 V at a current limit)."""
+        relay connects it to (each model's normal off state holds 0 V at a current limit). Every
+        manual warns that this wears the output relay when the output goes off and on often."""
         raise InstrumentError(f"{self.name}: this model has no high-impedance output-off state in the driver")
+
+    def zero_amp_off_limit(self, volts: float) -> float | None:
+        """The voltage limit this model's 0 A output-off state (output relay closed) holds when
+        asked for `volts`, the least it can be whatever the readings autorange to; None: the
+        model has no such state (each model says why)."""
+        return None
+
+    def zero_amp_off(self, volts: float) -> None:
+        """Output off sources 0 A with the output relay closed, up to a voltage limit of at least
+        `volts`: no relay moves, and an off channel draws nothing from a node within the limit.
+        Refused, nothing sent, where `zero_amp_off_limit(volts)` is below `volts` or None."""
+        raise InstrumentError(f"{self.name}: this model has no 0 A output-off state in the driver")
+
+    def _refuse_zero_amp_off(self, volts: float) -> None:
+        held = self.zero_amp_off_limit(volts)
+        if held is None or held < volts:
+            raise ValueError(
+                f"{self.name}: a 0 A output-off state limited at {volts:g} V is not one this model holds "
+                f"({'none' if held is None else f'it holds {held:g} V'})"
+            )
 
     def safe(self) -> None:
         if self.mode is not None:
@@ -252,9 +273,29 @@ class Keithley2450(SmuRole, Instrument):
     def high_impedance_off(self) -> None:
         """2450 RM §6 :OUTPut[1]:<function>:SMODe HIMPedance: the output relay opens when the
         output goes off. The state is kept per source function (§2 "Output-off state"): both are
-        set, so a change of function keeps it."""
+        set, so a change of function keeps it. §2 "High-impedance output-off state": not for
+        tests that turn the output off and on frequently (relay wear)."""
         self.voltage_off_mode = "HIMP"
         self.current_off_mode = "HIMP"
+
+    # 2450 RM §6 :OUTPut[1]:<function>:SMODe GUARd (and §2 "Guard output-off state"): output off
+    # selects the current source at 0 A with the voltage limit at 10 % of full scale of the present
+    # voltage range; only HIMPedance opens the output relay. The limit is not settable, and the
+    # bench autoranges (`prepare`), so the present range may be the 20 mV one: 2 mV is all it
+    # guarantees. A fixed 200 V range would give 20 V, at a hundredth of the 2 V range's
+    # resolution, which the nudge's few mV cannot afford: on a 2450 the probe stays high impedance
+    # unless every node it lands on is within 2 mV.
+    GUARD_LIMIT_FRACTION = 0.1
+    SMALLEST_VOLTAGE_RANGE = 0.02
+
+    def zero_amp_off_limit(self, volts: float) -> float | None:
+        return self.GUARD_LIMIT_FRACTION * self.SMALLEST_VOLTAGE_RANGE
+
+    def zero_amp_off(self, volts: float) -> None:
+        """GUARd for both source functions (the state is kept per function)."""
+        self._refuse_zero_amp_off(volts)
+        self.voltage_off_mode = "GUAR"
+        self.current_off_mode = "GUAR"
 
     def identify(self) -> str:
         idn = Instrument.identify(self)
@@ -305,6 +346,17 @@ def _limitv(low: float, high: float) -> Control:
     )
 
 
+def _offlimitv(low: float, high: float) -> Control:
+    # The manual gives smuX.source.offlimitY no range of its own: the model's smuX.source.limitv
+    # range is taken (the emulator refuses the same).
+    return Control(
+        "print(smu{ch}.source.offlimitv)",
+        "smu{ch}.source.offlimitv = {value}",
+        "Voltage limit of the normal output-off state's 0 A source, V.",
+        strict_range(low, high, " V"),
+    )
+
+
 class Keithley2600BChannel(SmuRole, Channel):
     """A channel of a 2600B whose model is not known yet: only what every 2600B model accepts."""
 
@@ -351,6 +403,14 @@ class Keithley2600BChannel(SmuRole, Channel):
         strict_set((0, 1, 2)),
         lambda r: int(float(r)),
     )
+    off_function = Control(
+        "print(smu{ch}.source.offfunc)",
+        "smu{ch}.source.offfunc = {value}",
+        "Normal output-off source: 0 OUTPUT_DCAMPS (0 A at offlimitv), 1 OUTPUT_DCVOLTS (0 V at offlimiti).",
+        strict_set((0, 1)),
+        lambda r: int(float(r)),
+    )
+    off_voltage_limit = _offlimitv(20e-3, 40.0)
     recorded = (
         "function",
         "voltage",
@@ -363,6 +423,8 @@ class Keithley2600BChannel(SmuRole, Channel):
         "source_autorangev",
         "source_autorangei",
         "off_mode",
+        "off_function",
+        "off_voltage_limit",
         "output_state",
     )
 
@@ -377,8 +439,27 @@ class Keithley2600BChannel(SmuRole, Channel):
 
     def high_impedance_off(self) -> None:
         """2600B RM §7 smuX.source.offmode = smuX.OUTPUT_HIGH_Z (2): the output relay opens when
-        the output goes off (OUTPUT_NORMAL sources 0 V at smuX.source.offlimiti, 1 mA by default)."""
+        the output goes off (OUTPUT_NORMAL sources 0 V at smuX.source.offlimiti, 1 mA by default).
+        User's manual "High-impedance output-off mode": not for tests that turn the output off and
+        on frequently (relay wear)."""
         self.off_mode = 2
+
+    def zero_amp_off_limit(self, volts: float) -> float | None:
+        """The limit is settable (smuX.source.offlimitv): `volts`, if the model takes it."""
+        try:
+            type(self).off_voltage_limit.validator(volts)
+        except ValueError:
+            return None
+        return float(volts)
+
+    def zero_amp_off(self, volts: float) -> None:
+        """2600B RM §7 smuX.source.offmode = smuX.OUTPUT_NORMAL (0) with smuX.source.offfunc =
+        smuX.OUTPUT_DCAMPS (0): output off sources 0 A, its voltage limit smuX.source.offlimitv
+        (40 V after a reset); only OUTPUT_HIGH_Z opens the output relay. The limit first, so the
+        state never holds another one."""
+        self.off_voltage_limit = volts
+        self.off_function = 0
+        self.off_mode = 0
 
     def identify(self) -> str:
         return self.parent.identify()
@@ -394,6 +475,7 @@ class Keithley260xBChannel(Keithley2600BChannel):
     current = _leveli(3.03)
     current_limit = _limiti(10e-9, 3.0)
     voltage_limit = _limitv(10e-3, 40.0)
+    off_voltage_limit = _offlimitv(10e-3, 40.0)
 
 
 class Keithley261xBChannel(Keithley2600BChannel):
@@ -403,6 +485,7 @@ class Keithley261xBChannel(Keithley2600BChannel):
     current = _leveli(1.515)
     current_limit = _limiti(10e-9, 3.0)
     voltage_limit = _limitv(20e-3, 200.0)
+    off_voltage_limit = _offlimitv(20e-3, 200.0)
 
 
 class Keithley263xBChannel(Keithley2600BChannel):
@@ -412,6 +495,7 @@ class Keithley263xBChannel(Keithley2600BChannel):
     current = _leveli(1.515)
     current_limit = _limiti(100e-12, 1.5)
     voltage_limit = _limitv(20e-3, 200.0)
+    off_voltage_limit = _offlimitv(20e-3, 200.0)
 
 
 # model -> (its channels, how each is rated)
@@ -616,6 +700,11 @@ class KeysightB2900Channel(SmuRole, Channel):
     def high_impedance_off(self) -> None:
         """B2900 :OUTPut:OFF:MODE HIZ: the output relay opens when the output goes off."""
         self.off_mode = "HIZ"
+
+    # No 0 A output-off state (`zero_amp_off_limit` None): B2900 user's guide Table 6-1 lists HIGH
+    # Z (output relay open), NORMAL (0 V at 100 µA, output relay open) and ZERO (0 V at 100 µA),
+    # all of them voltage sources or an open relay. ZERO would hold a node it lands on at 0 V and
+    # pass up to 100 µA through the matrix relay as it closes: the probe stays high impedance.
 
     def identify(self) -> str:
         return self.parent.identify()

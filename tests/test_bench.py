@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import h5py
 import numpy as np
 import pytest
 
 from drivers import benchconfig
+from drivers.bench import BenchBackend, BenchSafetyError
 from drivers.pots import AD5206Model
 from hil import config, open_backend, train
 from sim.quantised import QuantisedBackend, pot_quantiser
@@ -98,7 +100,7 @@ def test_bench_check_identifies_every_emulated_instrument(hil, configs):
 def test_a_phase_costs_a_reading_per_node_and_three_round_trips_per_probe_move(configs):
     e = config.load(configs / "bench-virtual.toml")
     net = e.network()
-    backend = open_backend(e)
+    backend = cast(BenchBackend, open_backend(e))
     try:
         backend.program(e.initial_conductances(8))
         traffic = backend.hw.traffic
@@ -226,6 +228,7 @@ def test_hil_emulate_serves_instruments_that_the_drivers_identify(configs):
         env=env,
     )
     try:
+        assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(8)]
         assert lines[-1].startswith("serving"), lines
         addresses = dict(line.split() for line in lines[1:7])
@@ -373,3 +376,102 @@ def test_a_bench_refuses_pruning_at_config_time_and_a_dry_run_allows_it(tmp_path
     with pytest.raises(config.ConfigError, match="cannot open a pot: set prune_below = 0"):
         config.load(bench)
     assert config.load(bench, {"backend": {"name": "numeric"}}).dry_run
+
+
+# ---------------------------------------------------------------------------------- the probe's off state
+def _emulated_config(configs, tmp_path, edit=lambda text: text):
+    """bench-virtual.toml (2602B SMUs, the probe on k26d.b) with its experiment by absolute path."""
+    text = (configs / "bench-virtual.toml").read_text()
+    text = text.replace('experiment = "xor-bench.toml"', f'experiment = "{configs / "xor-bench.toml"}"')
+    path = tmp_path / "bench.toml"
+    path.write_text(edit(text))
+    return config.load(path)
+
+
+def _settle_recording(e, backend: Any):
+    """Some settles, every line the probe's 2600B was sent during them, and the applied settings."""
+    probe = backend.config.probe_channel
+    emu = backend.emulator.emulators[probe.partition(".")[0]]
+    sent: list[str] = []
+    handle = emu.handle
+
+    def recorded(line: str) -> str | None:
+        sent.append(line)
+        return handle(line)
+
+    emu.handle = recorded
+    backend.program(e.initial_conductances(8))
+    for x in e.dataset().inputs:
+        backend.settle(x, {"11": 1e-6})
+    return sent, emu.off_record(probe), backend.identity().settings
+
+
+def test_a_2600b_probe_moves_with_its_output_relay_closed_and_every_node_within_its_0_a_limit(
+    configs, tmp_path
+):
+    """2600B RM §7 smuX.source.offmode = OUTPUT_NORMAL, offfunc = OUTPUT_DCAMPS, offlimitv: the
+    probe goes off at every move as before, but as a 0 A source with its output relay closed (the
+    relay the manuals warn high impedance wears); every node it landed on while off was below the
+    limit, and below the bound that chose it."""
+    e = _emulated_config(configs, tmp_path)
+    backend: Any = open_backend(e)
+    try:
+        sent, record, settings = _settle_recording(e, backend)
+    finally:
+        backend.close()
+    moves = sent.count("smub.source.output = 0")
+    assert moves >= len(e.dataset().inputs) * (len(backend.config.probe_routes) - 1)
+    assert not [line for line in sent if "offmode" in line or "HIGH_Z" in line or "output = 2" in line]
+    chosen = settings["[probe]"]
+    assert chosen["off_state"] == "0 A, output relay closed" and chosen["off_voltage_limit"] == 5.0
+    assert settings["k26d.b"]["off_mode"] == 0 and settings["k26d.b"]["off_voltage_limit"] == 5.0
+    assert record.relay_openings == 0 and record.limit_hits == []
+    assert 0.1 < record.largest_off_volts <= chosen["worst_case_volts"] < 0.95 * 5.0
+
+
+def test_a_probe_whose_nodes_can_pass_its_0_a_limit_falls_back_to_high_impedance(configs, tmp_path):
+    """compliance_voltage = 2.5 V: sources up to max_volts = 2.5 V can take the amplifier outputs
+    to 2.86 V (the bound at every pot code), past the 0 A off state's limit, where the off probe
+    would clamp the node and the route's relays would break and make that current. The bench says
+    why and opens the output relay at every move instead (smuX.source.offmode = OUTPUT_HIGH_Z)."""
+    e = _emulated_config(
+        configs,
+        tmp_path,
+        lambda t: t.replace("max_volts = 3.0", "max_volts = 2.5").replace(
+            "compliance_voltage = 5.0", "compliance_voltage = 2.5"
+        ),
+    )
+    backend = open_backend(e)
+    try:
+        sent, record, settings = _settle_recording(e, backend)
+    finally:
+        backend.close()
+    chosen = settings["[probe]"]
+    assert chosen["off_state"] == "high impedance, output relay open" and chosen["off_voltage_limit"] is None
+    assert 2.5 < chosen["worst_case_volts"] < 3.0 and "not below 0.95 × the 0 A off state's" in chosen["why"]
+    assert settings["k26d.b"]["off_mode"] == 2
+    moves = sent.count("smub.source.output = 0")
+    assert moves > 0 and record.relay_openings >= moves and record.largest_off_volts == 0.0
+
+
+def test_a_settle_that_would_take_a_probed_node_near_the_0_a_limit_is_refused_before_any_level_moves(
+    configs, tmp_path
+):
+    """The bench's own prediction of each settle is held to the probe's 0 A off-state limit too
+    (here lowered below what node 9 or 10 reaches, as a bound that did not hold would leave it)."""
+    e = _emulated_config(configs, tmp_path)
+    backend: Any = open_backend(e)
+    try:
+        backend.program(e.initial_conductances(8))
+        x = e.dataset().inputs[1]
+        backend.settle(x)
+        smus = backend.emulator.state.smus
+        levels = {key: s.level for key, s in smus.items()}
+        backend._probe_off_limit = 0.2
+        with pytest.raises(
+            BenchSafetyError, match=r"refused before any level was applied: node \d+ predicted"
+        ):
+            backend.settle(-x)
+        assert {key: s.level for key, s in smus.items()} == levels
+    finally:
+        backend.close()

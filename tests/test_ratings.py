@@ -330,16 +330,24 @@ def test_an_inverting_relay_moves_only_with_every_level_at_0_and_the_next_settle
     np.testing.assert_allclose(got, twin.settle(x, nudge).voltages, atol=1e-6)
 
 
-def test_the_probe_is_configured_to_open_its_output_relay_when_off(bench):
-    """2600B RM §7 smuX.source.offmode = smuX.OUTPUT_HIGH_Z on the probe channel, read back into
-    the applied settings; the other channels keep the normal off state (they never switch off mid-run)."""
+def test_the_probe_is_configured_to_source_0_a_with_its_output_relay_closed_when_off(bench):
+    """2600B RM §7 smuX.source.offmode = smuX.OUTPUT_NORMAL with smuX.source.offfunc =
+    smuX.OUTPUT_DCAMPS and smuX.source.offlimitv = compliance_voltage on the probe channel, read back
+    into the applied settings with the bound that allowed it (every probed node below 95 % of the
+    limit, whatever the bench is asked); the other channels keep the normal 0 V off state (they
+    never switch off mid-run)."""
     backend, _ = bench
     settings = backend.applied_settings()
     probe = backend.config.probe_channel
-    assert settings[probe]["off_mode"] == 2
-    assert backend.emulator.state.smus[probe].off_limit is None  # the emulated relay opens when off
+    limit = backend.limits["compliance_voltage"]
+    assert (settings[probe]["off_mode"], settings[probe]["off_function"]) == (0, 0)
+    assert settings[probe]["off_voltage_limit"] == limit
+    chosen = settings["[probe]"]
+    assert chosen["off_state"] == "0 A, output relay closed" and chosen["off_voltage_limit"] == limit
+    assert 0.5 < chosen["worst_case_volts"] < 0.95 * limit
+    assert backend.emulator.state.smus[probe].off_limit is None  # off, it draws nothing from a node
     others = [k for k in backend.config.sources.values() if k != probe]
-    assert others and all(settings[k]["off_mode"] == 0 for k in others)
+    assert others and all(settings[k]["off_mode"] == 0 and settings[k]["off_function"] == 1 for k in others)
 
 
 def test_the_run_log_keeps_the_benchs_ratings_record_and_a_simulators_log_has_none(tmp_path, hil):

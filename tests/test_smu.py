@@ -3,6 +3,8 @@
 import json
 import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -253,12 +255,14 @@ def _unidentified_2600b(t):
     return _k2600b(t, identified=False)
 
 
-K2450 = (_k2450, [])
+# (a driver on a transport, the exchanges before its first command)
+Maker = tuple[Callable[..., Any], list[tuple[str, str | None]]]
+K2450: Maker = (_k2450, [])
 K2602B = (_k2600b, [("*IDN?", IDN_2602B)])
 K2612B = (_k2600b, [("*IDN?", IDN_2612B)])
 K2636B = (_k2600b, [("*IDN?", IDN_2636B)])
-K2600B_UNKNOWN = (_unidentified_2600b, [])  # before *IDN?: only what every 2600B model accepts
-B2900 = (_b2900, [])
+K2600B_UNKNOWN: Maker = (_unidentified_2600b, [])  # before *IDN?: only what every 2600B model accepts
+B2900: Maker = (_b2900, [])
 BOUNDS = {
     "2450 voltage": (*K2450, "voltage", -210, 210, ":SOUR:VOLT {}"),
     "2450 current": (*K2450, "current", -1.05, 1.05, ":SOUR:CURR {}"),
@@ -273,10 +277,12 @@ BOUNDS = {
     "2602B current limit": (*K2602B, "current_limit", 10e-9, 3.0, "smua.source.limiti = {}"),
     "2602B voltage limit": (*K2602B, "voltage_limit", 10e-3, 40.0, "smua.source.limitv = {}"),
     "2602B nplc": (*K2602B, "nplc", 0.001, 25, "smua.measure.nplc = {}"),
+    "2602B off voltage limit": (*K2602B, "off_voltage_limit", 10e-3, 40.0, "smua.source.offlimitv = {}"),
     "2612B voltage": (*K2612B, "voltage", -202, 202, "smua.source.levelv = {}"),
     "2612B current": (*K2612B, "current", -1.515, 1.515, "smua.source.leveli = {}"),
     "2612B current limit": (*K2612B, "current_limit", 10e-9, 3.0, "smua.source.limiti = {}"),
     "2612B voltage limit": (*K2612B, "voltage_limit", 20e-3, 200.0, "smua.source.limitv = {}"),
+    "2612B off voltage limit": (*K2612B, "off_voltage_limit", 20e-3, 200.0, "smua.source.offlimitv = {}"),
     "2636B voltage": (*K2636B, "voltage", -202, 202, "smua.source.levelv = {}"),
     "2636B current": (*K2636B, "current", -1.515, 1.515, "smua.source.leveli = {}"),
     "2636B current limit": (*K2636B, "current_limit", 100e-12, 1.5, "smua.source.limiti = {}"),
@@ -536,7 +542,7 @@ def mixed_bench(configs, tmp_path):
         for source, level in zip(net.sources, net.source_values(np.array([2.0, -2.0])), strict=True):
             smu = state.smus[bench.sources[source.name]]
             smu.function, smu.voltage, smu.current_limit, smu.output = "V", float(level), 0.2, True
-        for key in (bench.nudges["11"], bench.probe_channel):
+        for key in (bench.nudges["11"], bench.probe_channel or ""):
             smu = state.smus[key]
             smu.function, smu.current, smu.voltage_limit, smu.output = "I", 0.0, 5.0, True
         state.relays["matrix"].closed.add(bench.probe_routes["9"][0])
@@ -653,6 +659,8 @@ CITED = {
         "source_autorangev": R2600B + "smuX.source.autorangeY",
         "source_autorangei": R2600B + "smuX.source.autorangeY",
         "off_mode": R2600B + "smuX.source.offmode",
+        "off_function": R2600B + "smuX.source.offfunc",
+        "off_voltage_limit": R2600B + "smuX.source.offlimitY",
     },
     KeysightB2900Channel: {
         "function": RB2900 + "[:SOURce[c]]:FUNCtion:MODE",
@@ -745,6 +753,8 @@ SETTINGS = [
     ("source_autorangev", True),
     ("source_autorangei", False),
     ("off_mode", 0),
+    ("off_function", 0),
+    ("off_voltage_limit", 4.5),
     ("auto_on", False),
 ]
 # Where a model spells a setting its own way.
@@ -770,14 +780,15 @@ def test_every_template_is_taken_by_the_emulator_and_every_setting_reads_back(ma
     assert emu.errors == []
     assert {n for n in names if getattr(cls, n).set is not None} <= {n for n, _ in SETTINGS}
     if isinstance(smu, Keithley2600BChannel):
-        smu.parent.ascii_precision = 12
-        assert smu.parent.ascii_precision == 12 and emu.errors == []
+        parent: Any = smu.parent
+        parent.ascii_precision = 12
+        assert parent.ascii_precision == 12 and emu.errors == []
 
 
 # ---------------------------------------------------------------------------------------- grammar
 # What a client other than ours sends, and what the instrument answers (None: no reply, nothing
 # queued). Long and short forms, any case, optional nodes, compound lines, MIN/MAX.
-GRAMMAR = {
+GRAMMAR: dict[str, list[tuple[str, str | None]]] = {
     "2450": [
         (":SOURce:FUNCtion:MODE VOLTage;:SOUR:VOLT:LEV 1.5;:sour:volt?", "1.500000000E+00"),
         ("SOUR:VOLT:ILIM 2E-3;ILIM?", "2.000000000E-03"),  # the second header continues the first's branch
@@ -847,7 +858,11 @@ REFUSED = {
         ("*FOO", -113),
     ],
 }
-MAKERS = {"2450": emulated_2450, "2602B": emulated_2602b, "B2900": emulated_b2900}
+MAKERS: dict[str, Callable[[], tuple[Any, Any, Any]]] = {
+    "2450": emulated_2450,
+    "2602B": emulated_2602b,
+    "B2900": emulated_b2900,
+}
 
 
 @pytest.mark.parametrize("model", GRAMMAR)
@@ -1092,6 +1107,8 @@ def test_a_voltage_source_routed_onto_an_amplifier_output_runs_at_its_current_li
     [
         (emulated_2602b, "smua.source.offmode = 3", 1011),  # only NORMAL, ZERO, HIGH_Z
         (emulated_2602b, "smua.source.offfunc = 2", 1011),  # only DCAMPS, DCVOLTS
+        (emulated_2602b, "smua.source.offlimitv = 41", 1011),  # a 2602B's limitv range: 10 mV-40 V
+        (emulated_2602b, "smua.source.offlimitv = 0.005", 1012),
         (emulated_2450, ":OUTP:VOLT:SMOD OPEN", -141),  # HIMPedance, NORMal, ZERO, GUARd
         (emulated_b2900, ":OUTP:OFF:MODE GUAR", -141),  # a B2900 has ZERO, HIZ, NORMal, no guard
     ],
@@ -1126,3 +1143,135 @@ def test_a_reset_brings_back_each_models_normal_output_off_state():
         assert state.off_limit is None, key
         emu.handle(reset)
         assert state.off_limit == pytest.approx(limit) and emu.errors == [], key
+
+
+# ---------------------------------------------------------------------------------------- the 0 A off state
+def test_the_0_a_output_off_state_is_each_models_own_and_what_it_cannot_hold_is_refused_unsent():
+    """The probe's relay-preserving off state, per model:
+    - 2600B RM §7 smuX.source.offlimitY (the 0 A source's voltage limit), smuX.source.offfunc =
+      smuX.OUTPUT_DCAMPS (0: "Source 0 A"), smuX.source.offmode = smuX.OUTPUT_NORMAL (0: the
+      source per offfunc; only OUTPUT_HIGH_Z opens the output relay); the limit is settable, within
+      the model's limitv range;
+    - 2450 RM §6 :OUTPut[1]:<function>:SMODe GUARd: 0 A with the voltage limit at 10 % of the
+      present voltage range, not settable: autoranged down to 20 mV it guarantees 2 mV, and a
+      0 A state limited at 5 V is refused before anything is sent;
+    - B2900 user's guide Table 6-1 (HIGH Z, NORMAL, ZERO): no 0 A off state at all."""
+    t = scripted(
+        [
+            ("*IDN?", IDN_2602B),
+            ("smub.source.offlimitv = 5.0", None),
+            ("smub.source.offfunc = 0", None),
+            ("smub.source.offmode = 0", None),
+            ("print(smub.source.offfunc)", "0.00000e+00"),
+            ("print(smub.source.offlimitv)", "5.00000e+00"),
+            (":OUTP:VOLT:SMOD GUAR", None),
+            (":OUTP:CURR:SMOD GUAR", None),
+        ]
+    )
+    k26 = Keithley2600B(t, "k26")
+    k26.identify()
+    probe = k26.channel("b")
+    assert probe.zero_amp_off_limit(5.0) == 5.0
+    assert probe.zero_amp_off_limit(41.0) is None  # beyond a 2602B's 40 V
+    probe.zero_amp_off(5.0)
+    assert probe.off_function == 0 and probe.off_voltage_limit == 5.0
+    with pytest.raises(ValueError, match="outside"):
+        probe.zero_amp_off(41.0)
+    k24 = Keithley2450(t, "k24")
+    assert k24.zero_amp_off_limit(5.0) == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match=r"holds 0\.002 V"):
+        k24.zero_amp_off(5.0)
+    k24.zero_amp_off(1e-3)
+    b29 = KeysightB2900(t, "b29").channel("1")
+    assert b29.zero_amp_off_limit(5.0) is None
+    with pytest.raises(InstrumentError, match="no 0 A output-off state"):
+        b29.zero_amp_off(1e-3)
+    t.assert_done()
+
+
+def test_a_2612b_takes_a_0_a_off_limit_up_to_200_v():
+    """2600B RM §7 smuX.source.offlimitY on a 200 V model: its limitv range, 20 mV-200 V."""
+    t = scripted(
+        [
+            ("*IDN?", IDN_2612B),
+            ("smua.source.offlimitv = 150.0", None),
+            ("smua.source.offfunc = 0", None),
+            ("smua.source.offmode = 0", None),
+        ]
+    )
+    k26 = Keithley2600B(t, "k26")
+    k26.identify()
+    assert k26.channel("a").zero_amp_off_limit(150.0) == 150.0
+    assert k26.channel("a").zero_amp_off_limit(201.0) is None
+    k26.channel("a").zero_amp_off(150.0)
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    "instrument, zero_amp, high_z",
+    [
+        (
+            "k26d",
+            [
+                "smub.source.offlimitv = LIMIT",
+                "smub.source.offfunc = smub.OUTPUT_DCAMPS",
+                "smub.source.offmode = 0",
+            ],
+            "smub.source.offmode = smub.OUTPUT_HIGH_Z",
+        ),
+        ("k24", [":OUTPut:CURRent:SMODe GUARd"], ":OUTP:CURR:SMOD HIMP"),
+    ],
+)
+def test_an_off_output_in_its_0_a_state_keeps_its_relay_closed_draws_nothing_and_books_its_limit(
+    configs, tmp_path, instrument, zero_amp, high_z
+):
+    """The emulated 0 A off states (2600B OUTPUT_NORMAL + OUTPUT_DCAMPS at offlimitv; 2450 GUARd at
+    10 % of the voltage range a reading of the node selects): off, the channel draws nothing (the
+    node keeps its voltage) and its output relay does not open; a node beyond the limit is booked
+    as the output goes on again (the instrument would clamp it there, sinking current through the
+    route's relays), and the 2600B's compliance flag says so while off. High impedance opens the
+    relay at every off."""
+    virtual = mixed_bench(configs, tmp_path)
+    key = {"k26d": PROBE, "k24": NUDGER}[instrument]
+    emu, state = virtual.emulators[instrument], virtual.state.smus[key]
+    off, on = {
+        "k26d": ("smub.source.output = 0", "smub.source.output = 1"),
+        "k24": (":OUTP OFF", ":OUTP ON"),
+    }[instrument]
+    undisturbed = virtual.circuit.reading(key)[0]
+    assert abs(undisturbed) > 0.3  # node 9 (probe) and node 11 (nudge) at this operating point
+    limits = {"k26d": 5.0, "k24": 0.1 * 2.0}  # the 2450 autoranges to 2 V for this node: 0.2 V
+    for line in zero_amp:
+        assert emu.handle(line.replace("LIMIT", "5.0")) is None
+    assert emu.handle(off) is None
+    volts, amps, _ = virtual.circuit.reading(key)
+    assert state.off_limit is None and amps == 0.0 and volts == pytest.approx(undisturbed, abs=1e-9)
+    if instrument == "k26d":
+        assert emu.handle("print(smub.source.compliance)") == "false"
+    assert emu.handle(on) is None
+    record = emu.off_record(key)
+    assert record.relay_openings == 0 and record.largest_off_volts == pytest.approx(abs(undisturbed))
+    beyond = abs(undisturbed) > limits[instrument]
+    assert len(record.limit_hits) == int(beyond)  # 5 V holds node 9; 0.2 V cannot hold node 11
+    if instrument == "k26d":  # a limit below the node: at its limit while off, booked when on again
+        assert emu.handle("smub.source.offlimitv = 0.1") is None
+        assert emu.handle(off) is None
+        assert emu.handle("print(smub.source.compliance)") == "true"
+        assert emu.handle(on) is None
+        assert record.limit_hits[-1] == (pytest.approx(undisturbed), 0.1)
+    assert emu.handle(high_z) is None
+    for _ in range(2):
+        assert emu.handle(off) is None and emu.handle(on) is None
+    assert record.relay_openings == 2 and emu.errors == []
+
+
+def test_a_b2900_output_relay_opens_at_hiz_and_normal_not_at_zero():
+    """B2900 user's guide Table 6-1: HIGH Z and NORMAL open the output relay ("Output relay: off"),
+    ZERO holds 0 V at 100 µA; none of them is a 0 A source."""
+    smu, _, emu = emulated_b2900()
+    for mode, openings in (("ZERO", 0), ("HIZ", 1), ("NORM", 2)):
+        smu.output_state = True
+        smu.off_mode = mode
+        smu.output_state = False
+        assert emu.off_record("b29.1").relay_openings == openings, mode
+    assert emu.errors == []

@@ -9,6 +9,15 @@ it takes, and refuses what the instrument refuses with the instrument's error: a
 beyond the model's range, a channel the model does not have. The shared state (`SmuState`) holds
 what the circuit needs; the rest (ranges, sense function, output-off mode, ...) stays here.
 
+Output-off states (each model's `_off_limit` and `_zero_amp_limit`): a 0 V state holds its node at
+0 V up to a current limit (`SmuState.off_limit`, which the circuit solves); high impedance opens
+the output relay, and a 0 A state (2600B OUTPUT_NORMAL with OUTPUT_DCAMPS, 2450 GUARd) keeps it
+closed and draws nothing up to a voltage limit: to the circuit both draw nothing. What the circuit
+does not solve is kept in each channel's `OffRecord`: how often its output relay opened, the
+largest node a 0 A off state sat on, and every time that node was beyond the state's voltage limit
+(the instrument would clamp the node there and sink current through the relays joining them; read
+as the output goes on again, and flagged by the compliance query while off).
+
 Manual references are to: Keithley 2450 reference manual 2450-901-01 (§6 SCPI command
 reference), Series 2600B reference manual 2600BS-901-01 (§7 TSP command reference), Keysight
 B2900 SCPI command reference (B2961A/B2962A edition 6 where the series shares it).
@@ -18,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -47,11 +56,49 @@ Reading = Callable[[str], tuple[float, float, bool]]
 _CIRCUIT = {"function", "voltage", "current", "current_limit", "voltage_limit", "output", "off_limit"}
 
 
+@dataclass
+class OffRecord:
+    """What a channel's output-off states did that the circuit does not solve (module doc)."""
+
+    relay_openings: int = 0  # outputs switched off with the output relay opening
+    largest_off_volts: float = 0.0  # the largest |V| on the channel while off in a 0 A state
+    limit_hits: list[tuple[float, float]] = field(default_factory=list)  # (V, that state's limit)
+
+
 class _Channels:
     """Shared-state access for the channels of one emulated SMU."""
 
     bench: BenchState
     reading: Reading
+
+    def off_record(self, key: str) -> OffRecord:
+        records: dict[str, OffRecord] = self.__dict__.setdefault("off_records", {})
+        return records.setdefault(key, OffRecord())
+
+    def _switch_output(
+        self, key: str, on: bool, opens_relay: bool, zero_amp_limit: Callable[[float], float] | None
+    ) -> None:
+        """The output on or off, booked: an output going off with `opens_relay` opens the output
+        relay; an output going on from a 0 A off state (`zero_amp_limit`: its voltage limit for a
+        node at V) is checked against the node it sat on while off, which is where the route it
+        was switched onto closed."""
+        state, record = self._state(key), self.off_record(key)
+        if on and not state.output and zero_amp_limit is not None:
+            volts = self.reading(key)[0]  # off and drawing nothing: the node as it is
+            record.largest_off_volts = max(record.largest_off_volts, abs(volts))
+            limit = zero_amp_limit(volts)
+            if abs(volts) > limit:
+                record.limit_hits.append((volts, limit))
+        if not on and state.output and opens_relay:
+            record.relay_openings += 1
+        self._set(key, output=on)
+
+    def _off_at_limit(self, key: str, zero_amp_limit: Callable[[float], float] | None) -> bool:
+        """Off in a 0 A state on a node beyond its voltage limit (what its compliance flag says)."""
+        if self._state(key).output or zero_amp_limit is None:
+            return False
+        volts = self.reading(key)[0]
+        return abs(volts) > zero_amp_limit(volts)
 
     def _state(self, key: str) -> SmuState:
         return self.bench.smus[key]
@@ -173,6 +220,23 @@ class Emulated2450(_Channels, ScpiFrontEnd):
         mode = self._d("off_mode")["VOLT" if self.s.function == "V" else "CURR"]
         current_range = float(self._d("measure_range")["CURR"])
         return {"NORM": 0.1 * current_range, "ZERO": current_range}.get(mode)
+
+    def _zero_amp_limit(self) -> Callable[[float], float] | None:
+        """GUARd (2450 RM §6 :OUTPut[1]:<function>:SMODe): 0 A at 10 % of full scale of the present
+        voltage range; autoranged, the present range is the one a reading of the node selects."""
+        if self._d("off_mode")["VOLT" if self.s.function == "V" else "CURR"] != "GUAR":
+            return None
+        ranges = self.SOURCE_VOLTAGE_RANGES
+
+        def limit(volts: float) -> float:
+            if self._d("measure_autorange")["VOLT"]:
+                return 0.1 * next((r for r in ranges if abs(volts) <= r), ranges[-1])
+            return 0.1 * float(self._d("measure_range")["VOLT"])
+
+        return limit
+
+    def _opens_relay(self) -> bool:
+        return self._d("off_mode")["VOLT" if self.s.function == "V" else "CURR"] == "HIMP"
 
     # Kept for the tests that read them.
     @property
@@ -472,7 +536,7 @@ class Emulated2450(_Channels, ScpiFrontEnd):
     def _set_output(self, c: Call) -> None:
         self._one_channel(c)
         c.count(1)
-        self._set(self.key, output=c.boolean())
+        self._switch_output(self.key, c.boolean(), self._opens_relay(), self._zero_amp_limit())
 
     def _get_output(self, c: Call) -> str:
         return nr1(self.s.output)
@@ -691,6 +755,14 @@ class Emulated2600B(_Channels, TspFrontEnd):
             return s.current_limit if s.function == "V" else max(abs(s.current), 0.1 * local["source.rangei"])
         return None
 
+    def _zero_amp_limit(self, ch: str) -> Callable[[float], float] | None:
+        """OUTPUT_NORMAL with OUTPUT_DCAMPS (2600B RM §7 smuX.source.offfunc): 0 A, limited at
+        smuX.source.offlimitv."""
+        local = self.local[ch]
+        if local["source.offmode"] != 0.0 or local["source.offfunc"] != 0.0:
+            return None
+        return lambda volts: local["source.offlimitv"]
+
     def _channel(self, name: str) -> tuple[str, str] | None:
         m = _SMU_NAME.fullmatch(name)
         if m is None:
@@ -724,7 +796,9 @@ class Emulated2600B(_Channels, TspFrontEnd):
         if attribute in shared:
             return shared[attribute]
         if attribute == "source.compliance":
-            return bool(s.output and self.reading(f"{self.name}.{ch}")[2])
+            key = f"{self.name}.{ch}"
+            on_at_limit = bool(s.output and self.reading(key)[2])
+            return on_at_limit or self._off_at_limit(key, self._zero_amp_limit(ch))
         if attribute in self.local[ch]:
             return self.local[ch][attribute]
         raise LookupError(name)
@@ -750,7 +824,8 @@ class Emulated2600B(_Channels, TspFrontEnd):
         elif attribute == "source.output":
             if number not in (0.0, 1.0, 2.0):  # 2: OUTPUT_HIGH_Z where the model has it
                 raise refuse(TOO_BIG, name)
-            self._set(key, output=number == 1.0)
+            high_z = number == 2.0 or self.local[ch]["source.offmode"] == 2.0
+            self._switch_output(key, number == 1.0, high_z, self._zero_amp_limit(ch))
         elif attribute == "source.levelv":  # kept for when the function is volts (manual)
             self._set(key, voltage=self._within(number, -r.volts, r.volts, name))
         elif attribute == "source.leveli":
@@ -1114,9 +1189,10 @@ class EmulatedB2900(_Channels, ScpiFrontEnd):
         self.local[ch]["off_mode"] = c.choice(("ZERO", "HIZ", "NORMal"))
 
     def _set_output(self, c: Call) -> None:
+        """Table 6-1: HIGH Z and NORMAL open the output relay; no off state sources 0 A."""
         ch = self._ch(c)
         c.count(1)
-        self._set(self._key(ch), output=c.boolean())
+        self._switch_output(self._key(ch), c.boolean(), self.local[ch]["off_mode"] != "ZERO", None)
 
     def _get_output(self, c: Call) -> str:
         return nr1(self._state(self._key(self._ch(c))).output)
