@@ -90,6 +90,8 @@ def write_header(
     f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     f.attrs["versions"] = json.dumps(versions(identity.versions))
     f.attrs["instruments"] = json.dumps(identity.instruments)
+    # Every setting as the instruments answered it once configured: the data's own snapshot.
+    f.attrs["settings"] = json.dumps(identity.settings)
 
 
 def write_network(f: h5py.File, network: Network) -> h5py.Group:

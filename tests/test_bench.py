@@ -79,6 +79,7 @@ def test_training_through_the_bench_matches_the_twin_step_for_step(configs, tmp_
         assert f.attrs["backend"] == "bench"
         instruments = json.loads(f.attrs["instruments"])
         assert len(instruments) == 6 and all("(virtual)" in i["idn"] for i in instruments)
+        settings = json.loads(f.attrs["settings"])
         measured = f["epochs/conductances"][1:]
         accuracy = f["epochs/accuracy"][-1]
         signs = np.sign(measured)
@@ -86,6 +87,9 @@ def test_training_through_the_bench_matches_the_twin_step_for_step(configs, tmp_
     assert accuracy == reference[-1].accuracy == 1.0
     np.testing.assert_array_equal(signs, np.sign(expected))
     assert np.max(np.abs(codes(measured) - codes(expected))) <= 1
+    # The settings snapshot is what the instruments answered, stored with the data.
+    assert settings["[probe]"]["off_state"] == "0 A, output relay closed"
+    assert all(settings[f"k26{m}.{ch}"]["current_limit"] > 0 for m in "abcd" for ch in "ab")
 
 
 def test_bench_check_identifies_every_emulated_instrument(hil, configs):
