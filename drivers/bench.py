@@ -81,6 +81,8 @@ FAULTS = (InstrumentError, TransportError, ValueError)
 OFF_LIMIT_MARGIN = 0.95
 # The applied settings' entry for the probe's off state (a name no instrument can have).
 PROBE_OFF = "[probe]"
+# The probe's settings a run changes (the rest `verify` holds it to).
+PROBE_LEVELS = ("voltage", "current", "output_state")
 
 
 # The twin's node voltages (network order) for source levels (network order, signs applied), nudge
@@ -542,6 +544,7 @@ class BenchBackend:
                 raise self._stop(
                     f"{key}: in compliance: check the board for a short and the [limits]", BenchSafetyError
                 )
+        self._check_probe_settings()
         for name, matrix in self.hw.matrices.items():
             closed, expected = self._guard(matrix.closed_channels), self._closed_by_the_run(name)
             if closed != expected:
@@ -561,6 +564,28 @@ class BenchBackend:
                         "restarted or another client wrote to it",
                         BenchSafetyError,
                     )
+
+    def _check_probe_settings(self) -> None:
+        """The probe channel holds every setting it was configured with but its levels and output
+        state. The other SMUs stay on through a run, so a reset shows as an output off; the probe
+        goes off and on at every move, and is made a 0 A source again before each, so its reset
+        would not show: it would go off in the normal 0 V state (pulling each node a route lands
+        on) at default limits."""
+        key = self.config.probe_channel
+        if key is None:
+            return
+        probe = self.hw.smus[key]
+        for name, value in self._applied.get(probe.name, {}).items():
+            if name in PROBE_LEVELS:
+                continue
+            now = self._guard(getattr, probe, name)
+            now = sorted(now) if isinstance(now, set) else now
+            if now != value:
+                raise self._stop(
+                    f"{probe.name}: {name} reads {now!r} where the run set {value!r}: the instrument was "
+                    "reset (a power glitch, its front panel or another client)",
+                    BenchSafetyError,
+                )
 
     # ------------------------------------------------------------------ steps
     def _check_open(self) -> None:

@@ -425,7 +425,7 @@ def test_a_2600b_probe_moves_with_its_output_relay_closed_and_every_node_within_
         backend.close()
     moves = sent.count("smub.source.output = 0")
     assert moves >= len(e.dataset().inputs) * (len(backend.config.probe_routes) - 1)
-    assert not [line for line in sent if "offmode" in line or "HIGH_Z" in line or "output = 2" in line]
+    assert not [line for line in sent if "offmode =" in line or "HIGH_Z" in line or "output = 2" in line]
     chosen = settings["[probe]"]
     assert chosen["off_state"] == "0 A, output relay closed" and chosen["off_voltage_limit"] == 5.0
     assert settings["k26d.b"]["off_mode"] == 0 and settings["k26d.b"]["off_voltage_limit"] == 5.0
@@ -477,5 +477,25 @@ def test_a_settle_that_would_take_a_probed_node_near_the_0_a_limit_is_refused_be
         ):
             backend.settle(-x)
         assert {key: s.level for key, s in smus.items()} == levels
+    finally:
+        backend.close()
+
+
+def test_a_probe_whose_off_state_another_client_changed_is_caught_at_the_next_check(configs, tmp_path):
+    """The probe goes off and on at every move, so a reset of its SMU would not show as an output
+    left off; `verify` holds it to every setting it was configured with. Here another client sets
+    its normal off state back to a 0 V source (2600B RM §7 smuX.source.offfunc = OUTPUT_DCVOLTS),
+    which would pull each node a route lands on."""
+    e = _emulated_config(configs, tmp_path)
+    backend: Any = open_backend(e)
+    try:
+        backend.program(e.initial_conductances(8))
+        backend.settle(e.dataset().inputs[0])
+        backend.verify()  # as configured: passes
+        backend.emulator.emulators["k26d"].handle("smub.source.offfunc = 1")
+        with pytest.raises(
+            BenchSafetyError, match=r"k26d\.b: off_function reads 1 where the run set 0: the instrument"
+        ):
+            backend.verify()
     finally:
         backend.close()

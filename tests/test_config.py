@@ -626,10 +626,11 @@ def test_the_initial_draw_follows_the_device_range_when_not_given(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- caps
-def test_an_mnist_sized_network_is_within_every_cap():
-    circuit = dict(SCHEMA_DEFAULTS["circuit"], builder="layered", inputs=784, hidden=[100], outputs=10)
+@pytest.mark.parametrize(("hidden", "conductances"), [(100, 161_040), (200, 322_040)])
+def test_an_mnist_sized_network_is_within_every_cap(hidden, conductances):
+    circuit = dict(SCHEMA_DEFAULTS["circuit"], builder="layered", inputs=784, hidden=[hidden], outputs=10)
     size = config.circuit_size(circuit)
-    assert size.conductances == 161_040 <= LIMITS["conductances"]
+    assert size.conductances == conductances <= LIMITS["conductances"]
     memory, work = config.twin_cost(size)
     assert memory <= LIMITS["twin_memory"] and work <= LIMITS["twin_work"]  # the twin too
 
