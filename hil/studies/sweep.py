@@ -10,6 +10,7 @@ skipped; any other error stops the sweep.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import multiprocessing
@@ -19,7 +20,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -210,6 +211,23 @@ def _worker(conn: Connection, parent: int) -> None:
         conn.send(reply)
 
 
+@contextlib.contextmanager
+def _stop_signals_ignored_by_children() -> Iterator[None]:
+    """A worker started in here ignores Ctrl-C and SIGTERM from its first instruction: an ignored
+    signal stays ignored through exec, and Python keeps it so, whereas a worker still importing
+    (before `_worker` ignores them) would end with a traceback. Here they are held back (blocked,
+    so Linux keeps one that arrives pending rather than dropping it) and handled when this ends."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    handlers = {s: signal.signal(s, signal.SIG_IGN) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
@@ -281,7 +299,8 @@ def _in_processes(
         for _ in range(min(workers, len(tasks))):
             ours, theirs = context.Pipe()
             started: BaseProcess = context.Process(target=_worker, args=(theirs, os.getpid()), daemon=True)
-            started.start()
+            with _stop_signals_ignored_by_children():
+                started.start()
             theirs.close()
             running[ours] = (started, None)
         for conn in running:
