@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +92,20 @@ def loopback_bench(
     configure(backend)
     backend.program(experiment.start_conductances())
     return backend, virtual, experiment
+
+
+def stand_in_idx_files(directory: Path, pixels: tuple[int, int] = (28, 28)) -> dict[str, str]:
+    """Small MNIST-format files (random images, labels 0-9) for configs that read the user's."""
+    rng = np.random.default_rng(0)
+    paths = {}
+    for split, count in (("train", 20), ("test", 10)):
+        for kind, array in (
+            ("images", rng.integers(0, 256, (count, *pixels)).astype(np.uint8)),
+            ("labels", (np.arange(count) % 10).astype(np.uint8)),
+        ):
+            path = directory / f"{split}-{kind}"
+            path.write_bytes(
+                bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+            )
+            paths[f"{split}_{kind}"] = str(path)
+    return paths

@@ -118,6 +118,18 @@ def test_gradcheck_json_report(hil, configs):
     assert all(layer["relative_error"] <= 1e-3 for layer in report["layers"])
 
 
+def test_gradcheck_differences_sampled_edges_and_refuses_a_count_below_one(hil, configs):
+    result = hil("gradcheck", str(configs / "xor.toml"), "--json", "--edges", "2")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [layer["edges"] for layer in report["layers"]] == [2, 2] and len(report["edges"]) == 4
+    assert all(layer["relative_error"] <= 1e-3 for layer in report["layers"])
+    refused = hil("gradcheck", str(configs / "xor.toml"), "--edges", "0")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "hil: error: --edges 0 must be at least 1 (edges differenced per layer)"
+    ]
+
+
 BAD_CONFIGS = {
     "malformed.toml": ("[training\nbeta = 1", "malformed TOML"),
     "unknown.toml": ("[training]\nbetta = 1e-6\n", "unknown key [training] betta: did you mean beta?"),

@@ -242,3 +242,33 @@ def test_the_batch_mean_path_is_the_mean_of_the_per_sample_estimates(build, min_
             assert np.abs(expected).max() > 0
             np.testing.assert_allclose(mean.mean, expected, rtol=0, atol=1e-12 * np.abs(per.raw).max())
             np.testing.assert_array_equal(per.mean, expected)
+
+
+def test_finite_differences_over_sampled_edges_are_the_full_ones_there_and_nan_elsewhere():
+    """`hil gradcheck --edges N`: N edges of each layer (all of a smaller layer), drawn with a fixed
+    seed; their differences are exactly the full check's, the rest NaN, and the per-layer figures
+    are taken over the differenced edges only."""
+    net = builders.layered(6, [5], 2)
+    twin = TwinBackend(net)
+    rng = np.random.default_rng(3)
+    g = rng.uniform(1e-4, 1e-3, len(net.conductances))
+    x, t = rng.uniform(-2, 2, net.n_inputs), np.array([0.3, 0.1])
+    full = gradcheck.check(twin, g, x, t, ["vdm-centered"], [1e-6])
+    part = gradcheck.check(twin, g, x, t, ["vdm-centered"], [1e-6], edges_per_layer=4)
+    picked = np.isfinite(part.finite_difference)
+    counts = {level: int(np.sum(picked & (net.layers == level))) for level in set(net.layers.tolist())}
+    assert counts == {level: min(4, int(np.sum(net.layers == level))) for level in counts}
+    np.testing.assert_array_equal(part.finite_difference[picked], full.finite_difference[picked])
+    assert gradcheck.sample_edges(net.layers, 4) == np.flatnonzero(picked).tolist()  # seeded: the same
+    for j, (_, sel) in enumerate(gradcheck.layer_selections(net.layers, part.finite_difference)):
+        rel, _ = gradcheck.layer_agreement(
+            part.estimates["vdm-centered"][0, sel], full.finite_difference[sel]
+        )
+        assert part.relative_error["vdm-centered"][0, j] == pytest.approx(rel, rel=1e-12)
+        assert part.relative_error["vdm-centered"][0, j] <= 1e-3
+    report = gradcheck.edge_report(part, net, t)
+    assert len(report["edges"]) == int(picked.sum()) and [
+        layer["edges"] for layer in report["layers"]
+    ] == list(counts.values())
+    with pytest.raises(ValueError, match="0 edges per layer: give at least 1"):
+        gradcheck.sample_edges(net.layers, 0)

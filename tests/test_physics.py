@@ -1,11 +1,11 @@
 """The twin and ngspice against each other and against circuits solved by hand."""
 
-import struct
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stand_in_idx_files
 
 from hil import builders
 from hil.interface import ConvergenceError
@@ -135,23 +135,6 @@ def test_twin_matches_ngspice_on_random_networks_of_every_kind(name):
 # Above this many conductances ngspice takes ~20 s to load a circuit: tests/perf/scale.py checks
 # those configs (784-100-10: configs/mnist.toml) against ngspice instead.
 SUITE_CONDUCTANCES = 20_000
-
-
-def stand_in_idx_files(directory: Path, pixels: tuple[int, int] = (28, 28)) -> dict[str, str]:
-    """Small MNIST-format files (random images, labels 0-9) for configs that read the user's."""
-    rng = np.random.default_rng(0)
-    paths = {}
-    for split, count in (("train", 20), ("test", 10)):
-        for kind, array in (
-            ("images", rng.integers(0, 256, (count, *pixels)).astype(np.uint8)),
-            ("labels", (np.arange(count) % 10).astype(np.uint8)),
-        ):
-            path = directory / f"{split}-{kind}"
-            path.write_bytes(
-                bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-            )
-            paths[f"{split}_{kind}"] = str(path)
-    return paths
 
 
 def shipped_experiments(directory: Path):

@@ -5,7 +5,9 @@ backend) at the config's own β and starting conductances."""
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import stand_in_idx_files
 
 import hil
 from hil import eqprop
@@ -13,7 +15,7 @@ from hil.studies import gradcheck
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # The seed's circuit is wrong on purpose (its flaws are what those configs reproduce), and
-# mnist.toml needs the user's MNIST files.
+# mnist.toml needs the user's MNIST files (checked below on stand-in files, at sampled edges).
 LEFT_OUT = {"mnist.toml"}
 SHIPPED = sorted(
     p.name
@@ -56,3 +58,31 @@ def test_centered_vdm_is_the_gradient_on_every_shipped_config(name):
     worst = result.relative_error["vdm-centered"].max()
     assert worst <= 1e-3, (name, result.relative_error)
     assert result.cosine["vdm-centered"].min() >= 1 - 1e-6, name
+
+
+def test_centered_vdm_is_the_gradient_on_the_mnist_config_at_sampled_edges(tmp_path):
+    """configs/mnist.toml as shipped (784-200-10, 322,040 conductances) on stand-in images: two
+    settles per edge are too many to difference them all, so 20 edges of each layer, drawn at
+    random (`hil gradcheck --edges 20`)."""
+    experiment = hil.load(
+        CONFIGS / "mnist.toml",
+        {"backend": {"name": "numeric", "noise": "none"}, "dataset": stand_in_idx_files(tmp_path)},
+    )
+    backend = hil.open_backend(experiment)
+    data = experiment.dataset()
+    try:
+        result = gradcheck.check(
+            backend,
+            experiment.start_conductances(),
+            data.inputs[0],
+            data.targets[0],
+            ["vdm-centered"],
+            [experiment.hyper().beta],
+            edges_per_layer=20,
+        )
+    finally:
+        backend.close()
+    assert len(backend.network.conductances) == 322_040
+    assert int(np.isfinite(result.finite_difference).sum()) == 40
+    assert result.relative_error["vdm-centered"].max() <= 1e-3, result.relative_error
+    assert result.cosine["vdm-centered"].min() >= 1 - 1e-6

@@ -4,7 +4,8 @@ Shows what the nudge strength does: positive-nudge VDM has an O(β) bias, center
 tiny β hits the solver's numerical floor, and biased estimators (PCM, the seed's amplifier
 sign) stay wrong at every β. Stored as HDF5 (format "eqprop-hil-gradcheck") for `hil report`:
   attrs    the shared header (`hil.runlog.write_header`), sample, loss, methods
-  /        beta [B], layer [L], finite_difference [edges]; /network as in a run log
+  /        beta [B], layer [L], finite_difference [edges] (NaN: not differenced); /network as in
+           a run log
   /<method> relative_error [B, L], cosine [B, L], estimate [B, edges]
 """
 
@@ -34,7 +35,7 @@ class GradientCheck:
     layers: np.ndarray  # [L], the layer numbers
     edge_names: list[str]
     edge_layers: np.ndarray  # [edges]
-    finite_difference: np.ndarray  # [edges]
+    finite_difference: np.ndarray  # [edges], NaN where an edge was not differenced (`edges_per_layer`)
     loss: float
     estimates: dict[str, np.ndarray]  # method -> [B, edges], compensated
     relative_error: dict[str, np.ndarray]  # method -> [B, L]
@@ -50,6 +51,26 @@ def layer_agreement(estimate: np.ndarray, reference: np.ndarray) -> tuple[float,
     return rel, cos
 
 
+def sample_edges(layers: np.ndarray, per_layer: int | None, seed: int = 0) -> list[int] | None:
+    """`per_layer` edges of each layer drawn at random (seeded; all of a smaller layer), in edge
+    order; None (every edge) for None."""
+    if per_layer is None:
+        return None
+    if per_layer < 1:
+        raise ValueError(f"{per_layer} edges per layer: give at least 1 (or None for every edge)")
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for level in sorted(set(layers.tolist())):
+        members = np.flatnonzero(layers == level)
+        picked += rng.choice(members, min(per_layer, len(members)), replace=False).tolist()
+    return sorted(picked)
+
+
+def layer_selections(layers: np.ndarray, fd: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(layer, mask of its differenced edges) for each layer."""
+    return [(int(level), (layers == level) & np.isfinite(fd)) for level in sorted(set(layers.tolist()))]
+
+
 def check(
     backend: Backend,
     conductances: np.ndarray,
@@ -59,12 +80,17 @@ def check(
     betas: list[float],
     pcm_perturbation: float = 0.01,
     relative_step: float = 1e-5,
+    edges_per_layer: int | None = None,
 ) -> GradientCheck:
+    """Every method at every β against central differences of the loss: over every edge, or over
+    `edges_per_layer` edges of each layer drawn at random (`sample_edges`)."""
     net = backend.network
     g = backend.program(conductances)
-    fd = eqprop.finite_difference(backend, g, inputs, targets, relative_step)
     layers = net.layers
-    levels = np.array(sorted(set(layers.tolist())))
+    picked = sample_edges(layers, edges_per_layer)
+    fd = eqprop.finite_difference(backend, g, inputs, targets, relative_step, picked)
+    selections = layer_selections(layers, fd)
+    levels = np.array([level for level, _ in selections])
     estimates, rel, cos = {}, {}, {}
     loss = float("nan")
     for method in methods:
@@ -76,8 +102,7 @@ def check(
             m = eqprop.measure(backend, g, inputs, targets, method, beta, pcm_perturbation)
             loss = m.loss
             est[i] = eqprop.compensated(net, m.raw)
-            for j, level in enumerate(levels):
-                sel = layers == level
+            for j, (_, sel) in enumerate(selections):
                 r[i, j], c[i, j] = layer_agreement(est[i, sel], fd[sel])
         estimates[method], rel[method], cos[method] = est, r, c
     return GradientCheck(
@@ -106,11 +131,15 @@ def edge_report(result: GradientCheck, network: Network, targets: np.ndarray) ->
                 "finite_difference": float(d),
             }
             for c, r, e, d in zip(network.conductances, raw, estimate, result.finite_difference, strict=True)
+            if np.isfinite(d)
         ],
         "layers": [
-            {"layer": int(level), "relative_error": float(rel), "cosine": float(cos)}
-            for level, rel, cos in zip(
-                result.layers, result.relative_error[method][0], result.cosine[method][0], strict=True
+            {"layer": level, "edges": int(sel.sum()), "relative_error": float(rel), "cosine": float(cos)}
+            for (level, sel), rel, cos in zip(
+                layer_selections(result.edge_layers, result.finite_difference),
+                result.relative_error[method][0],
+                result.cosine[method][0],
+                strict=True,
             )
         ],
     }
@@ -129,7 +158,7 @@ def edge_table(report: dict[str, Any]) -> list[str]:
         )
     for layer in report["layers"]:
         lines.append(
-            f"layer {layer['layer']}: relative error {layer['relative_error']:.3e}, "
+            f"layer {layer['layer']} ({layer['edges']} edges): relative error {layer['relative_error']:.3e}, "
             f"cosine {layer['cosine']:.6f}"
         )
     return lines
@@ -153,7 +182,11 @@ def as_json(result: GradientCheck) -> dict[str, Any]:
     return {
         "betas": result.betas.tolist(),
         "loss": result.loss,
-        "finite_difference": dict(zip(result.edge_names, result.finite_difference.tolist(), strict=True)),
+        "finite_difference": {
+            name: d
+            for name, d in zip(result.edge_names, result.finite_difference.tolist(), strict=True)
+            if np.isfinite(d)
+        },
         "results": [
             {
                 "method": method,
