@@ -6,6 +6,7 @@ records (training and test accuracy per epoch, the final confusion in the run lo
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from pathlib import Path
 
@@ -226,9 +227,8 @@ def test_mnist_format_files_train_and_test_through_a_config(tmp_path):
     _idx(data_dir / "t10k-labels-idx1-ubyte", test_labels)
     text = (ROOT / "configs/mnist.toml").read_text()
     text = text.replace("inputs = 784", "inputs = 20").replace("outputs = 10", "outputs = 3")
-    text = text.replace("hidden = [100]", "hidden = [4]").replace(
-        "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"
-    )
+    text = re.sub(r"(?m)^hidden = \[\d+\]", "hidden = [4]", text)
+    text = text.replace("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte")
     text = text.replace("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte")
     text = text.replace("../data/", "data/")
     (tmp_path / "mnist.toml").write_text(text)
