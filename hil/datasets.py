@@ -349,9 +349,13 @@ def _shown(path: Path) -> str:
 
 def _read_bytes(path: Path, what: str, fix: str) -> bytes:
     """A file's bytes, gunzipped when it is gzip (by its magic, whatever its name), at most
-    MAX_FILE_BYTES of them."""
+    MAX_FILE_BYTES of them. A name ending in .gz finds the file without it, and the reverse: MNIST
+    comes gzip'ed and is as often kept unpacked under the same name."""
     if not path.is_file():
-        raise DatasetError(f"{what} {_shown(path)} not found: {fix}")
+        other = path.with_suffix("") if path.suffix == ".gz" else path.with_name(path.name + ".gz")
+        if not other.is_file():
+            raise DatasetError(f"{what} {_shown(path)} not found (nor {_shown(Path(other.name))}): {fix}")
+        path = other
     try:
         with open(path, "rb") as handle:
             head = handle.read(2)

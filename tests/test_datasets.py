@@ -215,8 +215,8 @@ def test_a_broken_idx_file_is_one_line_naming_it(tmp_path, content, expected):
 
 def test_mnist_format_files_train_and_test_through_a_config(tmp_path):
     """What configs/mnist.toml does, on small files the test writes: paths relative to the
-    config, own test files, one output per class, and a run log's copy of the config still
-    finds the files from elsewhere."""
+    config, gzip'ed files and unpacked ones under the config's .gz names, own test files, one
+    output per class, and a run log's copy of the config still finds the files from elsewhere."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     train_images, train_labels = _images(30, 1)
@@ -228,8 +228,7 @@ def test_mnist_format_files_train_and_test_through_a_config(tmp_path):
     text = (ROOT / "configs/mnist.toml").read_text()
     text = text.replace("inputs = 784", "inputs = 20").replace("outputs = 10", "outputs = 3")
     text = re.sub(r"(?m)^hidden = \[\d+\]", "hidden = [4]", text)
-    text = text.replace("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte")
-    text = text.replace("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte")
+    # The test files unpacked, the config still naming them .gz: the name without .gz is found.
     text = text.replace("../data/", "data/")
     (tmp_path / "mnist.toml").write_text(text)
     experiment = hil.load(tmp_path / "mnist.toml", {"backend": {"name": "numeric"}})
@@ -265,7 +264,9 @@ def test_mnist_files_that_do_not_fit_the_circuit_or_each_other_are_refused(tmp_p
         in refusal('train_images = "x"\ntrain_labels = "y9"\n')
     )
     assert "train_images" in refusal('train_images = "nothing-here"\ntrain_labels = "y"\n')
-    assert "not found" in refusal('train_images = "nothing-here"\ntrain_labels = "y"\n')
+    assert "nothing-here.gz not found (nor nothing-here): give an MNIST-format IDX file" in refusal(
+        'train_images = "nothing-here.gz"\ntrain_labels = "y"\n'
+    )
     assert "needs train_labels" in refusal('train_images = "x"\n')
     assert "both test_images and test_labels" in refusal(
         'train_images = "x"\ntrain_labels = "y"\ntest_images = "x"\n'
