@@ -575,15 +575,12 @@ class BenchBackend:
         if key is None:
             return
         probe = self.hw.smus[key]
+        now = self._guard(probe.applied_settings)
         for name, value in self._applied.get(probe.name, {}).items():
-            if name in PROBE_LEVELS:
-                continue
-            now = self._guard(getattr, probe, name)
-            now = sorted(now) if isinstance(now, set) else now
-            if now != value:
+            if name not in PROBE_LEVELS and now[name] != value:
                 raise self._stop(
-                    f"{probe.name}: {name} reads {now!r} where the run set {value!r}: the instrument was "
-                    "reset (a power glitch, its front panel or another client)",
+                    f"{probe.name}: {name} reads {now[name]!r} where the run set {value!r}: the instrument "
+                    "was reset (a power glitch, its front panel or another client)",
                     BenchSafetyError,
                 )
 

@@ -11,7 +11,7 @@ codes). Sessions (identity, error queue, close) are `drivers.instrument.Instrume
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -55,6 +55,10 @@ class SourceMeter(Protocol):
 
     def safe(self) -> None:
         """Level 0, output off. Must work whatever state the channel is in."""
+        ...
+
+    def applied_settings(self) -> dict[str, Any]:
+        """Each setting the channel records, as the instrument answers it now (sets as sorted lists)."""
         ...
 
 
