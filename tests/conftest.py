@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import struct
 import subprocess
@@ -94,6 +95,16 @@ def loopback_bench(
     return backend, virtual, experiment
 
 
+def write_idx(path: Path, array: np.ndarray, code: int = 0x08, compress: bool = False) -> Path:
+    """An MNIST-format IDX file of `array` (type code 0x08 unsigned bytes, 0x0B big-endian int16,
+    0x0D big-endian float32), gzip'ed if asked."""
+    dtype = {0x08: ">u1", 0x0B: ">i2", 0x0D: ">f4"}[code]
+    raw = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw += np.asarray(array, dtype=dtype).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
 def stand_in_idx_files(directory: Path, pixels: tuple[int, int] = (28, 28)) -> dict[str, str]:
     """Small MNIST-format files (random images, labels 0-9) for configs that read the user's."""
     rng = np.random.default_rng(0)
@@ -103,9 +114,5 @@ def stand_in_idx_files(directory: Path, pixels: tuple[int, int] = (28, 28)) -> d
             ("images", rng.integers(0, 256, (count, *pixels)).astype(np.uint8)),
             ("labels", (np.arange(count) % 10).astype(np.uint8)),
         ):
-            path = directory / f"{split}-{kind}"
-            path.write_bytes(
-                bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-            )
-            paths[f"{split}_{kind}"] = str(path)
+            paths[f"{split}_{kind}"] = str(write_idx(directory / f"{split}-{kind}", array))
     return paths

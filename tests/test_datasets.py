@@ -5,7 +5,6 @@ records (training and test accuracy per epoch, the final confusion in the run lo
 
 from __future__ import annotations
 
-import gzip
 import re
 import struct
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import write_idx
 
 import hil
 from hil import builders, datasets, train
@@ -165,14 +165,6 @@ def test_iris_and_digits_are_scikit_learns_bundled_sets_split_and_scaled():
 
 
 # ---------------------------------------------------------------------------------------- user files
-def _idx(path: Path, array: np.ndarray, code: int = 0x08, compress: bool = False) -> Path:
-    dtype = {0x08: ">u1", 0x0B: ">i2", 0x0D: ">f4"}[code]
-    raw = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    raw += np.asarray(array, dtype=dtype).tobytes()
-    path.write_bytes(gzip.compress(raw) if compress else raw)
-    return path
-
-
 def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 3
@@ -184,12 +176,14 @@ def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_idx_files_read_back_as_written_gzipped_or_not(tmp_path):
     images, _ = _images(7, 0)
     for compress in (False, True):
-        path = _idx(tmp_path / f"i{compress}", images, compress=compress)
+        path = write_idx(tmp_path / f"i{compress}", images, compress=compress)
         got = datasets.read_idx(path)
         assert got.shape == (7, 4, 5) and got.dtype == np.uint8
         np.testing.assert_array_equal(got, images)
     floats = np.linspace(-1, 1, 12).reshape(3, 4)
-    np.testing.assert_array_equal(datasets.read_idx(_idx(tmp_path / "f", floats, 0x0D)), floats.astype(">f4"))
+    np.testing.assert_array_equal(
+        datasets.read_idx(write_idx(tmp_path / "f", floats, 0x0D)), floats.astype(">f4")
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,10 +215,10 @@ def test_mnist_format_files_train_and_test_through_a_config(tmp_path):
     data_dir.mkdir()
     train_images, train_labels = _images(30, 1)
     test_images, test_labels = _images(9, 2)
-    _idx(data_dir / "train-images-idx3-ubyte.gz", train_images, compress=True)
-    _idx(data_dir / "train-labels-idx1-ubyte.gz", train_labels, compress=True)
-    _idx(data_dir / "t10k-images-idx3-ubyte", test_images)
-    _idx(data_dir / "t10k-labels-idx1-ubyte", test_labels)
+    write_idx(data_dir / "train-images-idx3-ubyte.gz", train_images, compress=True)
+    write_idx(data_dir / "train-labels-idx1-ubyte.gz", train_labels, compress=True)
+    write_idx(data_dir / "t10k-images-idx3-ubyte", test_images)
+    write_idx(data_dir / "t10k-labels-idx1-ubyte", test_labels)
     text = (ROOT / "configs/mnist.toml").read_text()
     text = text.replace("inputs = 784", "inputs = 20").replace("outputs = 10", "outputs = 3")
     text = re.sub(r"(?m)^hidden = \[\d+\]", "hidden = [4]", text)
@@ -243,10 +237,10 @@ def test_mnist_format_files_train_and_test_through_a_config(tmp_path):
 
 def test_mnist_files_that_do_not_fit_the_circuit_or_each_other_are_refused(tmp_path):
     images, labels = _images(12, 3)
-    _idx(tmp_path / "x", images)
-    _idx(tmp_path / "y", labels)
-    _idx(tmp_path / "y11", labels[:11])
-    _idx(tmp_path / "y9", np.where(labels == 2, 9, labels).astype(np.uint8))
+    write_idx(tmp_path / "x", images)
+    write_idx(tmp_path / "y", labels)
+    write_idx(tmp_path / "y11", labels[:11])
+    write_idx(tmp_path / "y9", np.where(labels == 2, 9, labels).astype(np.uint8))
     head = '[circuit]\nbuilder = "layered"\ninputs = 20\nhidden = [2]\noutputs = 3\n'
     head += '[backend]\nname = "numeric"\n'
 

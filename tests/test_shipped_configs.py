@@ -32,16 +32,17 @@ def test_every_shipped_experiment_is_covered():
     )
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_centered_vdm_is_the_gradient_on_every_shipped_config(name):
-    # Noise-free: a config trained through an SMU error model (xor-noisy.toml) is checked exactly.
-    experiment = hil.load(CONFIGS / name, {"backend": {"name": "numeric", "noise": "none"}})
+def centered_vdm_check(
+    experiment: hil.Experiment, edges_per_layer: int | None = None
+) -> tuple[hil.Network, gradcheck.GradientCheck]:
+    """The config's network and its centered-VDM gradient check on sample 0, at the config's β (or
+    the β its constant-current nudge gives sample 0 at the start) and starting conductances."""
     backend = hil.open_backend(experiment)
     data = experiment.dataset()
     hyper = experiment.hyper()
     try:
         beta = hyper.beta
-        if hyper.nudge_current > 0:  # the β its constant-current nudge gives sample 0 at the start
+        if hyper.nudge_current > 0:
             backend.program(experiment.start_conductances())
             y = eqprop.outputs(backend.network, backend.settle(data.inputs[0]))
             beta = float(backend.network.constant_current_beta(data.targets[0], y, hyper.nudge_current))
@@ -52,9 +53,18 @@ def test_centered_vdm_is_the_gradient_on_every_shipped_config(name):
             data.targets[0],
             ["vdm-centered"],
             [beta],
+            edges_per_layer=edges_per_layer,
         )
     finally:
         backend.close()
+    return backend.network, result
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_centered_vdm_is_the_gradient_on_every_shipped_config(name):
+    # Noise-free: a config trained through an SMU error model (xor-noisy.toml) is checked exactly.
+    experiment = hil.load(CONFIGS / name, {"backend": {"name": "numeric", "noise": "none"}})
+    _, result = centered_vdm_check(experiment)
     worst = result.relative_error["vdm-centered"].max()
     assert worst <= 1e-3, (name, result.relative_error)
     assert result.cosine["vdm-centered"].min() >= 1 - 1e-6, name
@@ -68,21 +78,8 @@ def test_centered_vdm_is_the_gradient_on_the_mnist_config_at_sampled_edges(tmp_p
         CONFIGS / "mnist.toml",
         {"backend": {"name": "numeric", "noise": "none"}, "dataset": stand_in_idx_files(tmp_path)},
     )
-    backend = hil.open_backend(experiment)
-    data = experiment.dataset()
-    try:
-        result = gradcheck.check(
-            backend,
-            experiment.start_conductances(),
-            data.inputs[0],
-            data.targets[0],
-            ["vdm-centered"],
-            [experiment.hyper().beta],
-            edges_per_layer=20,
-        )
-    finally:
-        backend.close()
-    assert len(backend.network.conductances) == 322_040
+    network, result = centered_vdm_check(experiment, edges_per_layer=20)
+    assert len(network.conductances) == 322_040
     assert int(np.isfinite(result.finite_difference).sum()) == 40
     assert result.relative_error["vdm-centered"].max() <= 1e-3, result.relative_error
     assert result.cosine["vdm-centered"].min() >= 1 - 1e-6

@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import resource
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,9 @@ from sim.spice import SpiceBackend
 from sim.twin import TwinBackend
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))  # the suite's stand-in MNIST files
+from conftest import stand_in_idx_files  # noqa: E402
+
 BETA, RATE, G_MIN, G_MAX = 1e-6, 2e-4, 1e-4, 0.1
 # The dense twin this one replaced, on this machine (one sample at a time; wall time).
 BEFORE = {
@@ -118,22 +120,6 @@ def mnist_child(hidden: int, batch: int, samples: int) -> None:
     size = len(net.conductances)
     figures = {"net": t_net, "twin": t_twin, "ms": per_sample, "share": share, "peak_mb": peak}
     print(json.dumps({"conductances": size, **figures}))
-
-
-def stand_in_idx_files(directory: Path) -> dict[str, str]:
-    """Small MNIST-format files (random 28×28 images, labels 0-9) for configs reading the user's."""
-    rng = np.random.default_rng(0)
-    paths = {}
-    for split, count in (("train", 20), ("test", 10)):
-        for kind, array in (
-            ("images", rng.integers(0, 256, (count, 28, 28)).astype(np.uint8)),
-            ("labels", (np.arange(count) % 10).astype(np.uint8)),
-        ):
-            path = directory / f"{split}-{kind}"
-            header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-            path.write_bytes(header + array.tobytes())
-            paths[f"{split}_{kind}"] = str(path)
-    return paths
 
 
 def big_config_agreement() -> None:
